@@ -1,0 +1,131 @@
+"""Transport-neutral orchestration: model + dataset + policy -> Verdict.
+
+The CLI and the service both call :func:`evaluate`. It never raises for a bad input:
+every failure becomes a Verdict with decision ERROR and an ``error`` naming the culprit.
+Only a complete evaluation in which every block rule passed is PASS.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from gate.datasets import Dataset, load_dataset
+from gate.errors import GateError, InternalError, ModelError
+from gate.inference import (
+    DEFAULT_BATCH_SIZE,
+    Provider,
+    check_compatible,
+    load_model,
+    predict,
+    runtime_versions,
+)
+from gate.metrics import ClassificationMetrics
+from gate.policy import Policy, apply_policy, load_policy
+from gate.verdict import Decision, Verdict, decide
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[int, int], None]
+PathLike = str | os.PathLike[str]
+
+
+def _read_model(model: bytes | PathLike) -> tuple[bytes, str]:
+    if isinstance(model, bytes):
+        return model, "<bytes>"
+    path = Path(model)
+    try:
+        return path.read_bytes(), str(path)
+    except FileNotFoundError as e:
+        raise ModelError(f"model file not found: {path}") from e
+    except IsADirectoryError as e:
+        raise ModelError(f"model path is a directory, not an ONNX file: {path}") from e
+    except OSError as e:
+        raise ModelError(f"cannot read model file {path}: {e.strerror}") from e
+
+
+def evaluate(
+    model: bytes | PathLike,
+    dataset: Dataset | PathLike,
+    policy: Policy | PathLike,
+    *,
+    provider: Provider = "auto",
+    batch_size: int | None = None,
+    progress: ProgressFn | None = None,
+) -> Verdict:
+    """Run ``model`` on ``dataset`` and judge it by ``policy``; never raises for bad input."""
+    started = time.perf_counter()
+    verdict = Verdict(
+        decision=Decision.ERROR,
+        started_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        runtime={**runtime_versions(), "provider": None, "requested_provider": provider},
+    )
+    if not isinstance(model, bytes):
+        verdict.model = {"path": str(model), "sha256": None}
+    try:
+        _run(verdict, model, dataset, policy, provider=provider, batch_size=batch_size, progress=progress)
+    except GateError as e:
+        verdict.decision = Decision.ERROR
+        verdict.error = {"type": e.kind, "message": e.message}
+    except Exception as e:  # fail closed on anything unforeseen, and keep the traceback
+        log.exception("evaluation crashed")
+        verdict.decision = Decision.ERROR
+        verdict.error = {"type": InternalError.kind, "message": f"internal error: {type(e).__name__}: {e}"}
+    verdict.duration_s = round(time.perf_counter() - started, 6)
+    return verdict
+
+
+def _run(
+    verdict: Verdict,
+    model: bytes | PathLike,
+    dataset: Dataset | PathLike,
+    policy: Policy | PathLike,
+    *,
+    provider: Provider,
+    batch_size: int | None,
+    progress: ProgressFn | None,
+) -> None:
+    pol = policy if isinstance(policy, Policy) else load_policy(policy)
+    verdict.policy = pol.to_dict()
+    ds = dataset if isinstance(dataset, Dataset) else load_dataset(dataset)
+    verdict.dataset = {
+        "name": ds.name,
+        "sha256": ds.sha256,
+        "samples": len(ds),
+        "classes": list(ds.classes),
+        "source": str(ds.source_path),
+    }
+    pol.check_classes(ds.classes)
+
+    data, source = _read_model(model)
+    loaded = load_model(data, provider=provider, source=source)
+    verdict.model = {"sha256": loaded.sha256, "path": source if source != "<bytes>" else None, "bytes": len(data)}
+    runtime: dict[str, Any] = loaded.runtime()
+    verdict.runtime = runtime
+    check_compatible(loaded, ds.classes, ds.sample_shape)
+
+    size = loaded.fixed_batch or batch_size or DEFAULT_BATCH_SIZE
+    runtime["batch_size"] = size
+    preds = predict(
+        loaded,
+        ds.batches(size),
+        n_classes=len(ds.classes),
+        total=len(ds),
+        sample_ids=ds.sample_ids,
+        progress=progress,
+    )
+    metrics = ClassificationMetrics.from_predictions(ds.labels, preds.labels, ds.classes)
+    verdict.metrics = metrics.to_dict()
+    verdict.rules = apply_policy(pol, metrics)
+    verdict.decision = decide(verdict.rules)
+    if verdict.decision is Decision.ERROR:
+        failed = [r for r in verdict.rules if r.status.value == "error"]
+        verdict.error = {
+            "type": InternalError.kind,
+            "message": "; ".join(f"rule '{r.id}': {r.message}" for r in failed) or "no rule results",
+        }

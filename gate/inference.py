@@ -1,0 +1,305 @@
+"""ONNX Runtime inference: sessions, execution providers, batching and output checks.
+
+Providers: ``cpu``; ``cuda`` (an error unless CUDA really runs); ``auto`` (CUDA when it
+really runs, else CPU). onnxruntime-gpu lists the CUDA provider as available even where
+its libraries cannot load, so the provider that actually ran is read back from the
+session (``session.get_providers()``) and reported, never assumed.
+
+The model contract (DESIGN.md): one input; one output of shape (N, K) holding logits or
+probabilities; K equal to the number of classes; class names in the model metadata
+``classes`` (a JSON list), when present, equal to the dataset's. Anything else, and any
+NaN or Inf in the output, is a ModelError.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+
+from gate.errors import ModelError, ProviderError
+
+log = logging.getLogger(__name__)
+
+Provider = Literal["auto", "cuda", "cpu"]
+PROVIDERS: tuple[Provider, ...] = ("auto", "cuda", "cpu")
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+DEFAULT_BATCH_SIZE = 64
+
+_ORT_TYPES: dict[str, Any] = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+    "tensor(uint8)": np.uint8,
+    "tensor(int8)": np.int8,
+    "tensor(int32)": np.int32,
+    "tensor(int64)": np.int64,
+}
+
+_cuda_preloaded = False
+
+
+def _preload_cuda() -> None:
+    """Let onnxruntime find CUDA/cuDNN libraries installed as Python packages.
+
+    Done once, quietly: onnxruntime prints its findings to stdout, which belongs to the
+    verdict JSON.
+    """
+    global _cuda_preloaded
+    if _cuda_preloaded or not hasattr(ort, "preload_dlls"):
+        return
+    _cuda_preloaded = True
+    sink = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+            ort.preload_dlls()
+    except Exception as e:  # missing libraries are reported by the provider check below
+        log.debug("onnxruntime.preload_dlls failed: %s", e)
+    if sink.getvalue().strip():
+        log.debug("onnxruntime.preload_dlls: %s", sink.getvalue().strip())
+
+
+def runtime_versions() -> dict[str, str]:
+    return {"onnxruntime": ort.__version__, "numpy": np.__version__}
+
+
+def cuda_device_name() -> str | None:
+    """The GPU's name, from the NVIDIA management library when it is installed."""
+    try:
+        import pynvml  # type: ignore[import-not-found,unused-ignore]
+
+        pynvml.nvmlInit()
+        name = pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(0))
+        return name.decode() if isinstance(name, bytes) else str(name)
+    except Exception:
+        return None
+
+
+@dataclass
+class LoadedModel:
+    """An ONNX Runtime session plus what gate learnt about the model."""
+
+    session: ort.InferenceSession
+    sha256: str
+    source: str
+    provider: str  # the execution provider that actually runs it
+    input_name: str
+    input_shape: tuple[int | str | None, ...]
+    input_dtype: Any
+    output_name: str
+    output_shape: tuple[int | str | None, ...]
+    classes: list[str] | None  # from metadata, when the model declares them
+    requested_provider: Provider = "auto"
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def fixed_batch(self) -> int | None:
+        """The batch size baked into the model, or None for a dynamic batch axis."""
+        dim = self.input_shape[0] if self.input_shape else None
+        return dim if isinstance(dim, int) and dim > 0 else None
+
+    def runtime(self) -> dict[str, Any]:
+        info: dict[str, Any] = {
+            **runtime_versions(),
+            "provider": self.provider,
+            "requested_provider": self.requested_provider,
+            "session_providers": list(self.session.get_providers()),
+        }
+        if self.provider == CUDA:
+            info["device"] = cuda_device_name()
+        return info
+
+
+def _session(data: bytes, providers: list[str], source: str) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    # provider fall-backs are reported by gate itself; keep onnxruntime's own log quiet
+    options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(data, sess_options=options, providers=providers)
+    except Exception as e:
+        text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelError(f"cannot load model {source}: {text}") from e
+
+
+def load_model(data: bytes, *, provider: Provider = "auto", source: str = "<bytes>") -> LoadedModel:
+    """Create a session for ONNX bytes on the requested provider and check its signature."""
+    if provider not in PROVIDERS:
+        raise ProviderError(f"provider={provider!r} is not valid. It should be one of {', '.join(PROVIDERS)}.")
+    if not data:
+        raise ModelError(f"cannot load model {source}: the file is empty")
+    available = ort.get_available_providers()
+    notes: list[str] = []
+    if provider == "cpu" or (provider == "auto" and CUDA not in available):
+        wanted = [CPU]
+    elif CUDA in available:
+        _preload_cuda()
+        wanted = [CUDA, CPU]
+    else:
+        raise ProviderError(
+            f"provider 'cuda' requested, but this onnxruntime ({ort.__version__}) has no CUDA"
+            f" execution provider (available: {', '.join(available)}); install onnxruntime-gpu"
+        )
+    session = _session(data, wanted, source)
+    actual = session.get_providers()[0]
+    if CUDA in wanted and actual != CUDA:
+        if provider == "cuda":
+            raise ProviderError(
+                "provider 'cuda' requested, but the CUDA execution provider could not be initialised"
+                " (no GPU, or CUDA/cuDNN libraries missing); refusing to fall back to CPU"
+            )
+        notes.append("CUDA execution provider is listed but could not be initialised; ran on CPU")
+        log.info(notes[-1])
+
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    if len(inputs) != 1:
+        names = ", ".join(f"'{i.name}'" for i in inputs)
+        raise ModelError(f"model {source} has {len(inputs)} inputs ({names}); gate needs exactly one image input")
+    if len(outputs) != 1:
+        names = ", ".join(f"'{o.name}'" for o in outputs)
+        raise ModelError(
+            f"model {source} has {len(outputs)} outputs ({names}); gate needs exactly one (N, K) scores output"
+        )
+    inp, out = inputs[0], outputs[0]
+    if inp.type not in _ORT_TYPES:
+        raise ModelError(f"model {source} input '{inp.name}' has type {inp.type}; gate feeds numeric tensors")
+    out_shape = tuple(out.shape) if out.shape is not None else ()
+    if out.shape is not None and len(out_shape) != 2:
+        raise ModelError(
+            f"model {source} output '{out.name}' has rank {len(out_shape)} (shape {list(out_shape)});"
+            " gate needs (N, K) scores"
+        )
+
+    classes: list[str] | None = None
+    meta = session.get_modelmeta().custom_metadata_map
+    if "classes" in meta:
+        try:
+            parsed = json.loads(meta["classes"])
+        except json.JSONDecodeError as e:
+            raise ModelError(f"model {source} metadata 'classes' is not JSON: {e}") from e
+        if not isinstance(parsed, list) or not all(isinstance(c, str) for c in parsed):
+            raise ModelError(f"model {source} metadata 'classes' must be a JSON list of strings")
+        classes = parsed
+
+    return LoadedModel(
+        session=session,
+        sha256=hashlib.sha256(data).hexdigest(),
+        source=source,
+        provider=actual,
+        input_name=inp.name,
+        input_shape=tuple(inp.shape or ()),
+        input_dtype=_ORT_TYPES[inp.type],
+        output_name=out.name,
+        output_shape=out_shape,
+        classes=classes,
+        requested_provider=provider,
+        notes=notes,
+    )
+
+
+def check_compatible(model: LoadedModel, classes: Sequence[str], sample_shape: tuple[int, ...]) -> None:
+    """Raise ModelError when the model cannot be scored against this dataset."""
+    k = len(classes)
+    if model.output_shape and isinstance(model.output_shape[1], int) and model.output_shape[1] != k:
+        raise ModelError(
+            f"model {model.source} outputs {model.output_shape[1]} classes; the dataset has {k}"
+            f" ({', '.join(classes)})"
+        )
+    if model.classes is not None and list(model.classes) != list(classes):
+        raise ModelError(
+            f"model {model.source} metadata classes {model.classes} differ from the dataset's classes"
+            f" {list(classes)} (same names in the same order are required)"
+        )
+    expected = model.input_shape[1:]
+    if model.input_shape and (
+        len(expected) != len(sample_shape)
+        or any(isinstance(d, int) and d != s for d, s in zip(expected, sample_shape, strict=False))
+    ):
+        shown = ["N" if not isinstance(d, int) else d for d in model.input_shape]
+        raise ModelError(
+            f"model {model.source} input '{model.input_name}' expects shape {shown}; the dataset's"
+            f" samples have shape {list(sample_shape)} (adjust the dataset spec's preprocess:"
+            " resize, crop, channels, layout)"
+        )
+
+
+@dataclass
+class Predictions:
+    """Per-sample outputs kept after inference: the predicted class and its score."""
+
+    labels: npt.NDArray[np.int64]
+    scores: npt.NDArray[np.float32]  # the winning score (logit or probability) per sample
+
+
+def predict(
+    model: LoadedModel,
+    batches: Iterable[npt.NDArray[Any]],
+    *,
+    n_classes: int,
+    total: int,
+    sample_ids: Sequence[str] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> Predictions:
+    """Run every batch; check each output; keep argmax and its score."""
+    labels = np.empty(total, dtype=np.int64)
+    scores = np.empty(total, dtype=np.float32)
+    done = 0
+    fixed = model.fixed_batch
+    for batch in batches:
+        n = len(batch)
+        x = np.ascontiguousarray(batch, dtype=model.input_dtype)
+        if fixed is not None and n != fixed:
+            # a fixed-batch model gets full batches: pad the tail and drop its outputs
+            pad = np.zeros((fixed - n % fixed) % fixed, *x.shape[1:]), dtype=x.dtype)
+            x = np.concatenate([x, pad]) if len(pad) else x
+        outs = []
+        step = fixed or len(x)
+        for i in range(0, len(x), step):
+            try:
+                (y,) = model.session.run([model.output_name], {model.input_name: x[i : i + step]})
+            except Exception as e:
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise ModelError(
+                    f"model {model.source} failed on samples {done + i}..{done + min(i + step, n) - 1}: {first}"
+                ) from e
+            outs.append(np.asarray(y))
+        y = np.concatenate(outs)[:n] if len(outs) > 1 else outs[0][:n]
+        if y.ndim != 2 or y.shape[0] != n:
+            raise ModelError(
+                f"model {model.source} output '{model.output_name}' has shape {list(y.shape)} for a batch of {n};"
+                " gate needs (N, K) scores"
+            )
+        if y.shape[1] != n_classes:
+            raise ModelError(
+                f"model {model.source} outputs {y.shape[1]} classes; the dataset has {n_classes}"
+            )
+        if not np.issubdtype(y.dtype, np.floating) and not np.issubdtype(y.dtype, np.integer):
+            raise ModelError(f"model {model.source} output has non-numeric type {y.dtype}")
+        finite = np.isfinite(y).all(axis=1) if np.issubdtype(y.dtype, np.floating) else None
+        if finite is not None and not finite.all():
+            bad = int(np.argmin(finite))
+            sid = sample_ids[done + bad] if sample_ids is not None else f"#{done + bad}"
+            kind = "NaN" if np.isnan(y[bad]).any() else "Inf"
+            raise ModelError(
+                f"model {model.source} output holds {kind} for sample {sid} (index {done + bad});"
+                " a model that emits non-finite scores cannot be judged"
+            )
+        if done + n > total:
+            raise ModelError(f"the dataset yielded more than its {total} samples")
+        labels[done : done + n] = np.argmax(y, axis=1)
+        scores[done : done + n] = np.max(y, axis=1)
+        done += n
+        if progress is not None:
+            progress(done, total)
+    if done != total:
+        raise ModelError(f"inference covered {done} of {total} samples")
+    return Predictions(labels=labels, scores=scores)

@@ -1,0 +1,151 @@
+"""Domain types shared by every layer: rule results and the verdict.
+
+A :class:`Verdict` is what gate answers. Its JSON form (``Verdict.to_dict``) is the
+``gate.verdict/v1`` contract other programs parse; see DESIGN.md.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+SCHEMA = "gate.verdict/v1"
+
+
+class Decision(str, enum.Enum):
+    """The answer of an evaluation."""
+
+    PASS = "PASS"  # the evaluation completed and every block rule passed
+    FAIL = "FAIL"  # the evaluation completed and at least one block rule did not pass
+    ERROR = "ERROR"  # the evaluation could not be completed; never a pass
+
+    @property
+    def exit_code(self) -> int:
+        return {Decision.PASS: 0, Decision.FAIL: 1, Decision.ERROR: 2}[self]
+
+
+class Status(str, enum.Enum):
+    """The outcome of one rule (or of one class within a per-class rule)."""
+
+    PASS = "pass"  # the threshold holds
+    FAIL = "fail"  # the threshold is broken, or the value it needs is undefined
+    INCONCLUSIVE = "inconclusive"  # not enough evidence to decide; fails a block rule
+    ERROR = "error"  # the rule could not be computed; the verdict becomes ERROR
+
+
+class Severity(str, enum.Enum):
+    BLOCK = "block"  # a failure blocks the deployment
+    WARN = "warn"  # a failure is reported and never changes the verdict
+
+
+@dataclass(frozen=True)
+class ClassCheck:
+    """One class's part of a per-class rule."""
+
+    name: str
+    status: Status
+    observed: float | None
+    threshold: float
+    numerator: int | None = None
+    denominator: int | None = None
+    message: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "class": self.name,
+            "status": self.status.value,
+            "observed": self.observed,
+            "threshold": self.threshold,
+            "numerator": self.numerator,
+            "denominator": self.denominator,
+            "message": self.message,
+        }
+
+
+@dataclass(frozen=True)
+class RuleResult:
+    """What one policy rule concluded, with the numbers it looked at."""
+
+    id: str
+    type: str
+    status: Status
+    severity: Severity
+    message: str
+    observed: float | None = None
+    threshold: dict[str, Any] = field(default_factory=dict)
+    classes: tuple[ClassCheck, ...] = ()
+
+    @property
+    def blocks(self) -> bool:
+        """True when this result stops a PASS."""
+        return self.severity is Severity.BLOCK and self.status in (Status.FAIL, Status.INCONCLUSIVE)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": self.id,
+            "type": self.type,
+            "status": self.status.value,
+            "severity": self.severity.value,
+            "message": self.message,
+            "observed": self.observed,
+            "threshold": self.threshold,
+        }
+        if self.classes:
+            out["classes"] = [c.to_dict() for c in self.classes]
+        return out
+
+
+def decide(rules: list[RuleResult]) -> Decision:
+    """PASS only if no rule errored and every block rule passed; fail closed otherwise."""
+    if not rules or any(r.status is Status.ERROR for r in rules):
+        return Decision.ERROR
+    if any(r.blocks for r in rules):
+        return Decision.FAIL
+    return Decision.PASS
+
+
+@dataclass
+class Verdict:
+    """The answer of one evaluation, complete enough to audit and to re-render."""
+
+    decision: Decision
+    model: dict[str, Any] = field(default_factory=dict)
+    dataset: dict[str, Any] = field(default_factory=dict)
+    policy: dict[str, Any] = field(default_factory=dict)
+    runtime: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] | None = None
+    rules: list[RuleResult] = field(default_factory=list)
+    error: dict[str, str] | None = None
+    started_at: str | None = None
+    duration_s: float | None = None
+
+    @property
+    def exit_code(self) -> int:
+        return self.decision.exit_code
+
+    def summary(self) -> dict[str, int]:
+        counts = {s.value: 0 for s in Status}
+        for r in self.rules:
+            counts[r.status.value] += 1
+        counts["blocking"] = sum(1 for r in self.rules if r.blocks)
+        counts["warnings"] = sum(
+            1 for r in self.rules if r.severity is Severity.WARN and r.status is not Status.PASS
+        )
+        return counts
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA,
+            "verdict": self.decision.value,
+            "model": self.model,
+            "dataset": self.dataset,
+            "policy": self.policy,
+            "runtime": self.runtime,
+            "metrics": self.metrics,
+            "rules": [r.to_dict() for r in self.rules],
+            "summary": self.summary(),
+            "error": self.error,
+            "started_at": self.started_at,
+            "duration_s": self.duration_s,
+        }

@@ -1,0 +1,130 @@
+"""Small, deterministic ONNX models built with ``onnx.helper`` for the tests and examples.
+
+No model is downloaded: each is a handful of nodes whose output is known exactly.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+OPSET = 17
+IR_VERSION = 9  # what every onnxruntime >= 1.16 reads
+
+
+def _model(
+    nodes: list[onnx.NodeProto],
+    inputs: list[onnx.ValueInfoProto],
+    outputs: list[onnx.ValueInfoProto],
+    initializers: Sequence[onnx.TensorProto] = (),
+    classes: Sequence[str] | None = None,
+) -> bytes:
+    graph = helper.make_graph(nodes, "gate-test", inputs, outputs, list(initializers))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = IR_VERSION
+    if classes is not None:
+        helper.set_model_props(model, {"classes": json.dumps(list(classes))})
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def _f(name: str, shape: Sequence[int | str | None]) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, list(shape))
+
+
+def lookup_model(
+    k: int,
+    *,
+    batch: int | str = "N",
+    classes: Sequence[str] | None = None,
+    probabilities: bool = False,
+    nan_below_zero: bool = False,
+) -> bytes:
+    """Input x of shape (N, 1) holding a class index; output scores (N, K) peaking at x.
+
+    ``scores[n, j] = -(x[n] - j)²`` (logits), or their softmax with ``probabilities``.
+    With ``nan_below_zero``, a sample with x < 0 gets NaN scores (``0·sqrt(x + 0.5)``).
+    """
+    init = [numpy_helper.from_array(np.arange(k, dtype=np.float32).reshape(1, k), "ks")]
+    nodes = [
+        helper.make_node("Sub", ["x", "ks"], ["d"]),
+        helper.make_node("Mul", ["d", "d"], ["d2"]),
+        helper.make_node("Neg", ["d2"], ["logits"]),
+    ]
+    last = "logits"
+    if nan_below_zero:
+        init += [
+            numpy_helper.from_array(np.array([0.5], dtype=np.float32), "half"),
+            numpy_helper.from_array(np.array([0.0], dtype=np.float32), "zero"),
+        ]
+        nodes += [
+            helper.make_node("Add", ["x", "half"], ["xh"]),
+            helper.make_node("Sqrt", ["xh"], ["root"]),
+            helper.make_node("Mul", ["root", "zero"], ["nanmask"]),
+            helper.make_node("Add", [last, "nanmask"], ["masked"]),
+        ]
+        last = "masked"
+    if probabilities:
+        nodes.append(helper.make_node("Softmax", [last], ["probs"], axis=1))
+        last = "probs"
+    nodes.append(helper.make_node("Identity", [last], ["scores"]))
+    return _model(nodes, [_f("x", [batch, 1])], [_f("scores", [batch, k])], init, classes)
+
+
+def two_input_model(k: int) -> bytes:
+    nodes = [helper.make_node("Add", ["a", "b"], ["s"]), helper.make_node("Tile", ["s", "reps"], ["scores"])]
+    init = [numpy_helper.from_array(np.array([1, k], dtype=np.int64), "reps")]
+    return _model(nodes, [_f("a", ["N", 1]), _f("b", ["N", 1])], [_f("scores", ["N", k])], init)
+
+
+def rank3_output_model(k: int) -> bytes:
+    """Scores of shape (N, K, 1): the wrong rank."""
+    init = [
+        numpy_helper.from_array(np.arange(k, dtype=np.float32).reshape(1, k), "ks"),
+        numpy_helper.from_array(np.array([2], dtype=np.int64), "axes"),
+    ]
+    nodes = [helper.make_node("Sub", ["x", "ks"], ["d"]), helper.make_node("Unsqueeze", ["d", "axes"], ["scores"])]
+    return _model(nodes, [_f("x", ["N", 1])], [_f("scores", ["N", k, 1])], init)
+
+
+def linear_softmax_model(
+    weights: npt.NDArray[np.float32],
+    bias: npt.NDArray[np.float32],
+    *,
+    input_shape: Sequence[int | str],
+    classes: Sequence[str] | None = None,
+) -> bytes:
+    """softmax(flatten(x) @ W + b): a multinomial logistic regression as an ONNX graph."""
+    init = [
+        numpy_helper.from_array(weights.astype(np.float32), "W"),
+        numpy_helper.from_array(bias.astype(np.float32).reshape(1, -1), "b"),
+    ]
+    nodes = [
+        helper.make_node("Flatten", ["x"], ["flat"], axis=1),
+        helper.make_node("MatMul", ["flat", "W"], ["z"]),
+        helper.make_node("Add", ["z", "b"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probs"], axis=1),
+    ]
+    k = weights.shape[1]
+    return _model(nodes, [_f("x", list(input_shape))], [_f("probs", [input_shape[0], k])], init, classes)
+
+
+def predictions_for(cm: Sequence[Sequence[int]], *, seed: int = 0) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+    """(x, y) for :func:`lookup_model` that reproduce confusion matrix ``cm`` exactly.
+
+    cm[i][j] samples of actual class i get x = j (the lookup model then predicts j).
+    """
+    ys, xs = [], []
+    for i, row in enumerate(cm):
+        for j, count in enumerate(row):
+            ys += [i] * count
+            xs += [j] * count
+    order = np.random.default_rng(seed).permutation(len(ys))
+    x = np.asarray(xs, dtype=np.float32).reshape(-1, 1)[order]
+    y = np.asarray(ys, dtype=np.int64)[order]
+    return x, y
