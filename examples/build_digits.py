@@ -1,8 +1,8 @@
 """Rebuild the bundled demo: ``examples/digits/`` (held-out PNGs, spec, two models).
 
 ``good.onnx`` is a logistic regression trained on scikit-learn's digits. ``bad.onnx`` is
-the same model with the bias of class "8" lowered until it is rarely predicted: overall
-accuracy stays near 90% while recall on "8" collapses, the failure gate exists to catch.
+the same model with the bias of class "eight" lowered until it is rarely predicted: overall
+accuracy stays near 90% while recall on "eight" collapses, the failure gate exists to catch.
 
 Run with the dev dependencies installed: ``make examples``.
 """

@@ -60,7 +60,9 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--format", choices=sorted(RENDERERS), default="text", help="report format (default: text)")
     ev.add_argument("--output", type=Path, help="write the report to this file (atomically) instead of stdout")
     ev.add_argument("--provider", choices=PROVIDERS, default="auto", help="execution provider (default: auto)")
-    ev.add_argument("--batch-size", type=int, help="samples per inference batch (default: 64; 1 for fixed-batch models)")
+    ev.add_argument(
+        "--batch-size", type=int, help="samples per inference batch (default: 64; 1 for fixed-batch models)"
+    )
 
     pol = sub.add_parser("policy", help="work with policy files")
     pol_sub = pol.add_subparsers(dest="policy_command", required=True)

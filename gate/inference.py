@@ -144,12 +144,19 @@ def load_model(data: bytes, *, provider: Provider = "auto", source: str = "<byte
     elif CUDA in available:
         _preload_cuda()
         wanted = [CUDA, CPU]
+        if provider == "auto":
+            # a failed CUDA load is expected on machines without a GPU; gate reports the
+            # fall-back itself, so keep onnxruntime's error line about it off stderr
+            ort.set_default_logger_severity(4)
     else:
         raise ProviderError(
             f"provider 'cuda' requested, but this onnxruntime ({ort.__version__}) has no CUDA"
             f" execution provider (available: {', '.join(available)}); install onnxruntime-gpu"
         )
-    session = _session(data, wanted, source)
+    try:
+        session = _session(data, wanted, source)
+    finally:
+        ort.set_default_logger_severity(3)
     actual = session.get_providers()[0]
     if CUDA in wanted and actual != CUDA:
         if provider == "cuda":
@@ -211,8 +218,7 @@ def check_compatible(model: LoadedModel, classes: Sequence[str], sample_shape: t
     k = len(classes)
     if model.output_shape and isinstance(model.output_shape[1], int) and model.output_shape[1] != k:
         raise ModelError(
-            f"model {model.source} outputs {model.output_shape[1]} classes; the dataset has {k}"
-            f" ({', '.join(classes)})"
+            f"model {model.source} outputs {model.output_shape[1]} classes; the dataset has {k} ({', '.join(classes)})"
         )
     if model.classes is not None and list(model.classes) != list(classes):
         raise ModelError(
@@ -259,7 +265,7 @@ def predict(
         x = np.ascontiguousarray(batch, dtype=model.input_dtype)
         if fixed is not None and n != fixed:
             # a fixed-batch model gets full batches: pad the tail and drop its outputs
-            pad = np.zeros((fixed - n % fixed) % fixed, *x.shape[1:]), dtype=x.dtype)
+            pad = np.zeros(((fixed - n % fixed) % fixed, *x.shape[1:]), dtype=x.dtype)
             x = np.concatenate([x, pad]) if len(pad) else x
         outs = []
         step = fixed or len(x)
@@ -279,9 +285,7 @@ def predict(
                 " gate needs (N, K) scores"
             )
         if y.shape[1] != n_classes:
-            raise ModelError(
-                f"model {model.source} outputs {y.shape[1]} classes; the dataset has {n_classes}"
-            )
+            raise ModelError(f"model {model.source} outputs {y.shape[1]} classes; the dataset has {n_classes}")
         if not np.issubdtype(y.dtype, np.floating) and not np.issubdtype(y.dtype, np.integer):
             raise ModelError(f"model {model.source} output has non-numeric type {y.dtype}")
         finite = np.isfinite(y).all(axis=1) if np.issubdtype(y.dtype, np.floating) else None

@@ -55,8 +55,7 @@ GLOBAL_METRICS: dict[str, MetricInfo] = {
         MetricInfo("weighted_f1", 0.0, 1.0, True, "support-weighted mean of per-class F1"),
         MetricInfo("mcc", -1.0, 1.0, True, "Matthews correlation coefficient (multi-class)"),
         MetricInfo("cohen_kappa", -1.0, 1.0, True, "Cohen's kappa: agreement beyond chance"),
-        MetricInfo("majority_baseline_accuracy", 0.0, 1.0, True,
-                   "accuracy of always predicting the largest class"),
+        MetricInfo("majority_baseline_accuracy", 0.0, 1.0, True, "accuracy of always predicting the largest class"),
         MetricInfo("imbalance_ratio", 1.0, math.inf, False, "largest / smallest class support"),
     )
 }
@@ -65,18 +64,14 @@ GLOBAL_METRICS: dict[str, MetricInfo] = {
 PER_CLASS_METRICS: tuple[str, ...] = ("precision", "recall", "f1")
 
 
-def confusion_matrix(
-    y_true: npt.ArrayLike, y_pred: npt.ArrayLike, n_classes: int
-) -> npt.NDArray[np.int64]:
+def confusion_matrix(y_true: npt.ArrayLike, y_pred: npt.ArrayLike, n_classes: int) -> npt.NDArray[np.int64]:
     """Count matrix C with C[i, j] = number of samples of actual class i predicted as j."""
     if n_classes < 1:
         raise ValueError(f"n_classes={n_classes} is not valid. It should be >= 1.")
     t = np.asarray(y_true)
     p = np.asarray(y_pred)
     if t.ndim != 1 or p.ndim != 1 or t.shape != p.shape:
-        raise ValueError(
-            f"y_true and y_pred must be 1-D and of equal length; got shapes {t.shape} and {p.shape}."
-        )
+        raise ValueError(f"y_true and y_pred must be 1-D and of equal length; got shapes {t.shape} and {p.shape}.")
     for name, arr in (("y_true", t), ("y_pred", p)):
         if arr.size and not np.issubdtype(arr.dtype, np.integer):
             raise ValueError(f"{name} must hold integer class indices; got dtype {arr.dtype}.")
@@ -92,11 +87,7 @@ def _ratio(num: float, den: float) -> float | None:
 
 def _mean_defined(values: Sequence[float | None], weights: Sequence[float] | None = None) -> float | None:
     """Mean over the defined values (weighted when weights are given); None if none is."""
-    pairs = [
-        (v, 1.0 if weights is None else float(weights[i]))
-        for i, v in enumerate(values)
-        if v is not None
-    ]
+    pairs = [(v, 1.0 if weights is None else float(weights[i])) for i, v in enumerate(values) if v is not None]
     total = sum(w for _, w in pairs)
     if not pairs or total == 0:
         return None

@@ -13,7 +13,7 @@ from typing import Any
 SCHEMA = "gate.verdict/v1"
 
 
-class Decision(str, enum.Enum):
+class Decision(enum.StrEnum):
     """The answer of an evaluation."""
 
     PASS = "PASS"  # the evaluation completed and every block rule passed
@@ -25,7 +25,7 @@ class Decision(str, enum.Enum):
         return {Decision.PASS: 0, Decision.FAIL: 1, Decision.ERROR: 2}[self]
 
 
-class Status(str, enum.Enum):
+class Status(enum.StrEnum):
     """The outcome of one rule (or of one class within a per-class rule)."""
 
     PASS = "pass"  # the threshold holds
@@ -34,7 +34,7 @@ class Status(str, enum.Enum):
     ERROR = "error"  # the rule could not be computed; the verdict becomes ERROR
 
 
-class Severity(str, enum.Enum):
+class Severity(enum.StrEnum):
     BLOCK = "block"  # a failure blocks the deployment
     WARN = "warn"  # a failure is reported and never changes the verdict
 
@@ -129,9 +129,7 @@ class Verdict:
         for r in self.rules:
             counts[r.status.value] += 1
         counts["blocking"] = sum(1 for r in self.rules if r.blocks)
-        counts["warnings"] = sum(
-            1 for r in self.rules if r.severity is Severity.WARN and r.status is not Status.PASS
-        )
+        counts["warnings"] = sum(1 for r in self.rules if r.severity is Severity.WARN and r.status is not Status.PASS)
         return counts
 
     def to_dict(self) -> dict[str, Any]:

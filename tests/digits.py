@@ -2,9 +2,10 @@
 scikit-learn's bundled 8×8 digits, exported as ONNX, and its held-out split written as an
 ImageFolder of greyscale PNGs.
 
-Pixels in the digits arrays are integers 0..16. The PNGs store ``16 - 1 = 15`` times that
-(0..240, exact in 8 bits), so the dataset spec's ``scale: 15`` restores the arrays
-exactly and ``std: [16]`` gives the model the ``x / 16`` it was trained on.
+Pixels in the digits arrays are integers 0..16. The PNGs store 15 times that (0..240,
+exact in 8 bits), so the dataset spec's ``scale: 15`` restores the arrays exactly; the
+exported model folds the ``x / 16`` it was trained on into its weights, so it takes the
+raw 0..16 values whether they come from the PNGs or from the arrays.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from sklearn.model_selection import train_test_split
 
 from tests.models import linear_softmax_model
 
-CLASSES = [str(i) for i in range(10)]
+CLASSES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 PIXEL_STEP = 15
 
 SPEC = """\
@@ -32,7 +33,7 @@ classes: [{classes}]
 preprocess:
   scale: {step}          # PNG pixels are 15 x the 0..16 digit values
   mean: [0.0]
-  std: [16.0]            # the model was trained on x / 16
+  std: [1.0]
   channels: L
   layout: NCHW
 """

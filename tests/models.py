@@ -114,7 +114,9 @@ def linear_softmax_model(
     return _model(nodes, [_f("x", list(input_shape))], [_f("probs", [input_shape[0], k])], init, classes)
 
 
-def predictions_for(cm: Sequence[Sequence[int]], *, seed: int = 0) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+def predictions_for(
+    cm: Sequence[Sequence[int]], *, seed: int = 0
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
     """(x, y) for :func:`lookup_model` that reproduce confusion matrix ``cm`` exactly.
 
     cm[i][j] samples of actual class i get x = j (the lookup model then predicts j).

@@ -30,9 +30,7 @@ def _sk(y_true: np.ndarray, y_pred: np.ndarray, k: int) -> dict[str, object]:
     labels = list(range(k))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        p, r, f, s = skm.precision_recall_fscore_support(
-            y_true, y_pred, labels=labels, zero_division=np.nan
-        )
+        p, r, f, s = skm.precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=np.nan)
         out: dict[str, object] = {"precision": p, "recall": r, "f1": f, "support": s}
         for avg in ("macro", "weighted"):
             ap, ar, af, _ = skm.precision_recall_fscore_support(
@@ -117,8 +115,17 @@ def _check_against_sklearn(t: np.ndarray, p: np.ndarray, k: int) -> None:
         for name in ("precision", "recall", "f1"):
             assert _same(c.value(name), sk[name][i]), (name, i)  # type: ignore[index]
         assert c.support == sk["support"][i]  # type: ignore[index]
-    for name in ("accuracy", "balanced_accuracy", "macro_precision", "macro_recall", "macro_f1",
-                 "weighted_precision", "weighted_recall", "weighted_f1", "cohen_kappa"):
+    for name in (
+        "accuracy",
+        "balanced_accuracy",
+        "macro_precision",
+        "macro_recall",
+        "macro_f1",
+        "weighted_precision",
+        "weighted_recall",
+        "weighted_f1",
+        "cohen_kappa",
+    ):
         ours, theirs = m.value(name), float(sk[name])  # type: ignore[arg-type]
         if name.startswith("weighted_") and ours is None:
             # no class with samples has a defined value: scikit-learn answers 0.0, gate None

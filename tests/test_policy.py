@@ -73,28 +73,45 @@ def test_unknown_class_is_caught_against_the_dataset() -> None:
     ("text", "expected"),
     [
         ("a: &x [1]\nb: *x\n", "YAML error at line 1, column 4: YAML anchors are not allowed in a policy"),
-        ("version: 1\nname: x\nrules:\n - {id: a, type: metric, metric: accuracy, min: 0.5, min: 0.6}\n",
-         "duplicate key 'min' (first on line 4)"),
+        (
+            "version: 1\nname: x\nrules:\n - {id: a, type: metric, metric: accuracy, min: 0.5, min: 0.6}\n",
+            "duplicate key 'min' (first on line 4)",
+        ),
         ("- just\n- a list\n", "expected a mapping with version, name and rules; got list"),
         ("version: 1\nname: x\nrules: [\n", "YAML error at line 4"),
-        ("version: 2\nname: x\nrules:\n - {id: a, type: metric, metric: accuracy, min: 0.5}\n",
-         "version: Input should be 1 (got 2)"),
-        ("version: 1\nname: x\nrules:\n - {id: a, type: metric, metric: accuracy, min: 0.5, severity: warn}\n",
-         "every rule has severity warn: the policy could never FAIL a model"),
-        ("version: 1\nname: x\nrules:\n - {id: a, type: metric, metric: accuracy}\n",
-         "rule 'a' (line 4): needs `min`, `max` or both"),
-        ("version: 1\nname: x\nrules:\n - {id: a, metric: accuracy, min: 0.5}\n",
-         "rule 'a' (line 4): missing `type`"),
-        ("version: 1\nname: x\nrules:\n - {id: a, type: min_support}\n",
-         "rule 'a' (line 4): missing required key 'min'"),
-        ("version: 1\nname: x\nrules:\n - {id: a, type: confusion, actual: cat, predicted: cat, max_rate: 0.1}\n",
-         "actual and predicted are both 'cat'"),
-        ("version: 1\nname: x\nrules:\n - {id: a, type: per_class, metric: recall}\n",
-         "needs `min` (a floor for every class) or `classes`"),
-        ("version: 1\nname: x\nrules:\n - {id: a, type: imbalance, max_ratio: 0.5, min_recall: 0.5}\n",
-         "max_ratio: Input should be greater than or equal to 1"),
-        ("version: 1\nname: x\nrules:\n - {id: a, type: metric, metric: imbalance_ratio, max: 0.5}\n",
-         "max 0.5 is outside the metric's range [1, inf]"),
+        (
+            "version: 2\nname: x\nrules:\n - {id: a, type: metric, metric: accuracy, min: 0.5}\n",
+            "version: Input should be 1 (got 2)",
+        ),
+        (
+            "version: 1\nname: x\nrules:\n - {id: a, type: metric, metric: accuracy, min: 0.5, severity: warn}\n",
+            "every rule has severity warn: the policy could never FAIL a model",
+        ),
+        (
+            "version: 1\nname: x\nrules:\n - {id: a, type: metric, metric: accuracy}\n",
+            "rule 'a' (line 4): needs `min`, `max` or both",
+        ),
+        ("version: 1\nname: x\nrules:\n - {id: a, metric: accuracy, min: 0.5}\n", "rule 'a' (line 4): missing `type`"),
+        (
+            "version: 1\nname: x\nrules:\n - {id: a, type: min_support}\n",
+            "rule 'a' (line 4): missing required key 'min'",
+        ),
+        (
+            "version: 1\nname: x\nrules:\n - {id: a, type: confusion, actual: cat, predicted: cat, max_rate: 0.1}\n",
+            "actual and predicted are both 'cat'",
+        ),
+        (
+            "version: 1\nname: x\nrules:\n - {id: a, type: per_class, metric: recall}\n",
+            "needs `min` (a floor for every class) or `classes`",
+        ),
+        (
+            "version: 1\nname: x\nrules:\n - {id: a, type: imbalance, max_ratio: 0.5, min_recall: 0.5}\n",
+            "max_ratio: Input should be greater than or equal to 1",
+        ),
+        (
+            "version: 1\nname: x\nrules:\n - {id: a, type: metric, metric: imbalance_ratio, max: 0.5}\n",
+            "max 0.5 is outside the metric's range [1, inf]",
+        ),
     ],
 )
 def test_policy_text_errors(text: str, expected: str) -> None:
@@ -145,30 +162,60 @@ def _one(rule_yaml: str, metrics: ClassificationMetrics = TUTORIAL) -> tuple[Sta
         ("{id: r, type: metric, metric: accuracy, min: 0.9001}", Status.FAIL, "accuracy 0.9000 < 0.9001"),
         ("{id: r, type: metric, metric: accuracy, max: 0.9}", Status.PASS, "accuracy 0.900 <= 0.900"),
         ("{id: r, type: metric, metric: accuracy, max: 0.8999}", Status.FAIL, "accuracy 0.9000 > 0.8999"),
-        ("{id: r, type: per_class, metric: recall, min: 0.9, classes: {rabbit: 0.888}}", Status.PASS,
-         "all 3 classes meet their recall floor; closest: dog: recall 0.900 >= 0.900 (45/50)"),
+        (
+            "{id: r, type: per_class, metric: recall, min: 0.9, classes: {rabbit: 0.888}}",
+            Status.PASS,
+            "all 3 classes meet their recall floor; closest: dog: recall 0.900 >= 0.900 (45/50)",
+        ),
         ("{id: r, type: per_class, metric: recall, min: 0.9}", Status.FAIL, "rabbit: recall 0.889 < 0.900 (40/45)"),
-        ("{id: r, type: per_class, metric: recall, classes: {dog: 0.9}}", Status.PASS,
-         "all 1 classes meet their recall floor; closest: dog: recall 0.900 >= 0.900 (45/50)"),
-        ("{id: r, type: per_class, metric: precision, classes: {cat: 0.893}}", Status.FAIL,
-         "cat: precision 0.8929 < 0.8930 (50/56)"),
+        (
+            "{id: r, type: per_class, metric: recall, classes: {dog: 0.9}}",
+            Status.PASS,
+            "all 1 classes meet their recall floor; closest: dog: recall 0.900 >= 0.900 (45/50)",
+        ),
+        (
+            "{id: r, type: per_class, metric: precision, classes: {cat: 0.893}}",
+            Status.FAIL,
+            "cat: precision 0.8929 < 0.8930 (50/56)",
+        ),
         ("{id: r, type: per_class, metric: f1, min: 0.9}", Status.FAIL, "rabbit: f1 0.899 < 0.900 (80/89)"),
         ("{id: r, type: min_support, min: 45}", Status.PASS, "every class has >= 45 samples; smallest: rabbit with 45"),
         ("{id: r, type: min_support, min: 46}", Status.INCONCLUSIVE, "rabbit: not enough evidence: 45 samples < 46"),
-        ("{id: r, type: majority_baseline, margin: 0.5}", Status.PASS,
-         "accuracy 0.900 - majority-class rate 0.367 ('cat') = +0.533 >= 0.500"),
-        ("{id: r, type: majority_baseline, margin: 0.6}", Status.FAIL,
-         "accuracy 0.900 - majority-class rate 0.367 ('cat') = +0.533 < 0.600"),
-        ("{id: r, type: confusion, actual: rabbit, predicted: cat, max_rate: 0.0445}", Status.PASS,
-         "rabbit predicted as cat: 0.0444 <= 0.0445 (2/45)"),
-        ("{id: r, type: confusion, actual: rabbit, predicted: cat, max_rate: 0.044}", Status.FAIL,
-         "rabbit predicted as cat: 0.0444 > 0.0440 (2/45)"),
-        ("{id: r, type: imbalance, max_ratio: 1.23, min_recall: 0.95}", Status.PASS,
-         "support ratio 1.2 (cat 55 / rabbit 45) <= 1.23: balanced enough"),
-        ("{id: r, type: imbalance, max_ratio: 1.2, min_recall: 0.888}", Status.PASS,
-         "support ratio 1.2 (cat 55 / rabbit 45) > 1.2, and every class has recall >= 0.888"),
-        ("{id: r, type: imbalance, max_ratio: 1.2, min_recall: 0.89}", Status.FAIL,
-         "support ratio 1.2 (cat 55 / rabbit 45) > 1.2; rabbit: recall 0.889 < 0.890 (40/45). Accuracy paradox:"),
+        (
+            "{id: r, type: majority_baseline, margin: 0.5}",
+            Status.PASS,
+            "accuracy 0.900 - majority-class rate 0.367 ('cat') = +0.533 >= 0.500",
+        ),
+        (
+            "{id: r, type: majority_baseline, margin: 0.6}",
+            Status.FAIL,
+            "accuracy 0.900 - majority-class rate 0.367 ('cat') = +0.533 < 0.600",
+        ),
+        (
+            "{id: r, type: confusion, actual: rabbit, predicted: cat, max_rate: 0.0445}",
+            Status.PASS,
+            "rabbit predicted as cat: 0.0444 <= 0.0445 (2/45)",
+        ),
+        (
+            "{id: r, type: confusion, actual: rabbit, predicted: cat, max_rate: 0.044}",
+            Status.FAIL,
+            "rabbit predicted as cat: 0.0444 > 0.0440 (2/45)",
+        ),
+        (
+            "{id: r, type: imbalance, max_ratio: 1.23, min_recall: 0.95}",
+            Status.PASS,
+            "support ratio 1.2 (cat 55 / rabbit 45) <= 1.23: balanced enough",
+        ),
+        (
+            "{id: r, type: imbalance, max_ratio: 1.2, min_recall: 0.888}",
+            Status.PASS,
+            "support ratio 1.2 (cat 55 / rabbit 45) > 1.2, and every class has recall >= 0.888",
+        ),
+        (
+            "{id: r, type: imbalance, max_ratio: 1.2, min_recall: 0.89}",
+            Status.FAIL,
+            "support ratio 1.2 (cat 55 / rabbit 45) > 1.2; rabbit: recall 0.889 < 0.890 (40/45). Accuracy paradox:",
+        ),
     ],
 )
 def test_rule_both_sides_of_threshold(rule: str, status: Status, message: str) -> None:
@@ -188,9 +235,13 @@ def test_undefined_values_fail_never_skip() -> None:
     # "b" has no samples and is never predicted: its recall, precision and F1 are undefined
     m = ClassificationMetrics.from_confusion([[10, 0], [0, 0]], ["a", "b"])
     assert _one("{id: r, type: per_class, metric: recall, min: 0.0}", m) == (
-        Status.FAIL, "b: recall undefined (the class has no samples), floor 0.000")
+        Status.FAIL,
+        "b: recall undefined (the class has no samples), floor 0.000",
+    )
     assert _one("{id: r, type: per_class, metric: precision, min: 0.0}", m) == (
-        Status.FAIL, "b: precision undefined (the class is never predicted), floor 0.000")
+        Status.FAIL,
+        "b: precision undefined (the class is never predicted), floor 0.000",
+    )
     assert _one("{id: r, type: confusion, actual: b, predicted: a, max_rate: 1}", m)[0] is Status.FAIL
     assert _one("{id: r, type: imbalance, max_ratio: 100, min_recall: 0}", m)[0] is Status.FAIL
     assert _one("{id: r, type: metric, metric: imbalance_ratio, max: 100}", m)[0] is Status.FAIL

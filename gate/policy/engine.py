@@ -23,7 +23,5 @@ def apply_policy(policy: Policy, metrics: ClassificationMetrics) -> list[RuleRes
             results.append(rule.evaluate(metrics))
         except Exception as e:  # a bug in one rule must not turn into a pass
             log.exception("rule %s raised", rule.id)
-            results.append(
-                rule.result(Status.ERROR, f"rule could not be computed: {type(e).__name__}: {e}")
-            )
+            results.append(rule.result(Status.ERROR, f"rule could not be computed: {type(e).__name__}: {e}"))
     return results

@@ -26,10 +26,10 @@ from gate.verdict import ClassCheck, RuleResult, Severity, Status
 
 RULE_TYPES: dict[str, type[Rule]] = {}
 
-R = TypeVar("R", bound="type[Rule]")
+RuleT = TypeVar("RuleT", bound="Rule")
 
 
-def register(cls: R) -> R:
+def register(cls: type[RuleT]) -> type[RuleT]:
     """Add a rule class to the registry under its ``type`` literal."""
     tag = cls.model_fields["type"].default
     if not isinstance(tag, str) or tag in RULE_TYPES:
@@ -171,9 +171,7 @@ class MetricRule(Rule):
         value = metrics.value(self.metric)
         bounds = {k: v for k, v in (("min", self.min), ("max", self.max)) if v is not None}
         if value is None:
-            return self.result(
-                Status.FAIL, f"{self.metric} is undefined on this set", threshold=bounds
-            )
+            return self.result(Status.FAIL, f"{self.metric} is undefined on this set", threshold=bounds)
         parts, broken = [], False
         for key, bound in bounds.items():
             v, b = fmt_vs(value, bound)
@@ -217,9 +215,7 @@ class PerClassRule(Rule):
         threshold: dict[str, Any] = {"min": self.min, "classes": dict(self.classes)}
         failed = [c for c in checks if c.status is not Status.PASS]
         if failed:
-            return self.result(
-                Status.FAIL, "; ".join(c.message for c in failed), threshold=threshold, classes=checks
-            )
+            return self.result(Status.FAIL, "; ".join(c.message for c in failed), threshold=threshold, classes=checks)
         lowest = min(checks, key=lambda c: (c.observed or 0.0) - c.threshold)
         return self.result(
             Status.PASS,
@@ -280,8 +276,8 @@ class ImbalanceRule(Rule):
     def evaluate(self, metrics: ClassificationMetrics) -> RuleResult:
         threshold = {"max_ratio": self.max_ratio, "min_recall": self.min_recall}
         ratio = metrics.imbalance_ratio
-        by_support = sorted(metrics.per_class, key=lambda m: m.support)
-        small, large = by_support[0], by_support[-1]
+        small = min(metrics.per_class, key=lambda m: m.support)
+        large = max(metrics.per_class, key=lambda m: m.support)
         if ratio is None:
             return self.result(
                 Status.FAIL,
@@ -303,10 +299,10 @@ class ImbalanceRule(Rule):
                 threshold=threshold,
                 classes=checks,
             )
+        share = small.support / metrics.samples
         paradox = (
-            f"Accuracy paradox: always predicting '{large.name}' would already score"
-            f" {fmt(metrics.majority_baseline_accuracy)} accuracy on this set, so accuracy hides missed"
-            " rare classes"
+            f"Accuracy paradox: accuracy ({fmt(metrics.accuracy)}) hides this, because '{small.name}' is only"
+            f" {share:.1%} of the set"
         )
         return self.result(
             Status.FAIL,
@@ -379,4 +375,3 @@ class ConfusionRule(Rule):
 
 def rule_types() -> dict[str, type[Rule]]:
     return dict(RULE_TYPES)
-

@@ -13,8 +13,16 @@ _MARKS = {
     Status.INCONCLUSIVE: "? INCONCLUSIVE",
     Status.ERROR: "! ERROR",
 }
-_HEADLINE = ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "mcc", "cohen_kappa",
-             "majority_baseline_accuracy", "imbalance_ratio")
+_HEADLINE = (
+    "accuracy",
+    "balanced_accuracy",
+    "macro_f1",
+    "weighted_f1",
+    "mcc",
+    "cohen_kappa",
+    "majority_baseline_accuracy",
+    "imbalance_ratio",
+)
 
 
 def _num(v: Any, digits: int = 3) -> str:
@@ -34,7 +42,10 @@ def _mark(r: RuleResult) -> str:
 def _table(rows: list[list[str]], right_from: int = 1) -> list[str]:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return [
-        "  " + "  ".join(c.rjust(w) if i >= right_from else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))).rstrip()
+        "  "
+        + "  ".join(
+            c.rjust(w) if i >= right_from else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
         for row in rows
     ]
 
@@ -64,10 +75,21 @@ def render_text(verdict: Verdict) -> str:
         rows = [["class", "support", "predicted", "precision", "recall", "f1"]]
         for name in classes:
             pc = m["per_class"][name]
-            rows.append([name, str(pc["support"]), str(pc["predicted"]), _num(pc["precision"]), _num(pc["recall"]), _num(pc["f1"])])
+            rows.append(
+                [
+                    name,
+                    str(pc["support"]),
+                    str(pc["predicted"]),
+                    _num(pc["precision"]),
+                    _num(pc["recall"]),
+                    _num(pc["f1"]),
+                ]
+            )
         out += _table(rows)
         out += ["", "Confusion matrix (rows: actual, columns: predicted)"]
-        rows = [["", *classes]] + [[name, *map(str, row)] for name, row in zip(classes, m["confusion_matrix"], strict=True)]
+        rows = [["", *classes]] + [
+            [name, *map(str, row)] for name, row in zip(classes, m["confusion_matrix"], strict=True)
+        ]
         out += _table(rows)
 
     if v.rules:
@@ -84,10 +106,13 @@ def render_text(verdict: Verdict) -> str:
     if v.decision is Decision.PASS:
         warned = v.summary()["warnings"]
         tail = f" ({warned} warning{'s' if warned != 1 else ''})" if warned else ""
-        out.append(f"VERDICT: PASS: all {sum(r.severity is Severity.BLOCK for r in v.rules)} blocking rules passed{tail}")
+        out.append(
+            f"VERDICT: PASS: all {sum(r.severity is Severity.BLOCK for r in v.rules)} blocking rules passed{tail}"
+        )
     elif v.decision is Decision.FAIL:
         blocking = [r.id for r in v.rules if r.blocks]
-        out.append(f"VERDICT: FAIL: {len(blocking)} blocking rule{'s' if len(blocking) != 1 else ''} failed: {', '.join(blocking)}")
+        plural = "s" if len(blocking) != 1 else ""
+        out.append(f"VERDICT: FAIL: {len(blocking)} blocking rule{plural} failed: {', '.join(blocking)}")
     else:
         out.append(f"VERDICT: ERROR: {v.error['type'] if v.error else 'evaluation incomplete'}")
     return "\n".join(out) + "\n"

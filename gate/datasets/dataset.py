@@ -1,0 +1,373 @@
+"""The loaded dataset: labels, class names, content hash and lazily decoded batches.
+
+:func:`load_dataset` resolves a path (spec YAML, ``.npz``, ImageFolder directory or
+manifest) to a :class:`Dataset`. Loading validates everything that can be checked
+without decoding pixels (structure, labels, classes, image headers and sizes) and
+hashes the content, so that errors surface before any model runs. Pixels are decoded
+batch by batch in :meth:`Dataset.batches`; each file is checked against the digest
+taken at load time, so the hash always describes the data that was evaluated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from gate.datasets import images
+from gate.datasets.sources import (
+    MANIFEST_SUFFIXES,
+    ImageListing,
+    NpzContent,
+    read_manifest,
+    read_npz,
+    scan_image_folder,
+)
+from gate.datasets.spec import DatasetSpec, Preprocess, read_spec
+from gate.errors import DatasetError
+
+_SPEC_SUFFIXES = frozenset({".yaml", ".yml"})
+#: Threads that read, hash and decode image files; the work is I/O and Pillow code
+#: that releases the GIL, so a few threads help without oversubscribing the machine.
+_WORKERS = max(1, min(8, os.cpu_count() or 1))
+#: Version tag mixed into every dataset hash; bump it when the hashing scheme changes.
+_HASH_SCHEME = "gate.dataset/v1"
+
+
+class _Samples(Protocol):
+    """Where a dataset's tensors come from (an in-memory array or image files)."""
+
+    sample_shape: tuple[int, ...]
+
+    def __len__(self) -> int: ...
+
+    def iter_batches(self, batch_size: int) -> Iterator[npt.NDArray[Any]]: ...
+
+
+class _ArraySamples:
+    """Tensors stored in an ``.npz``: handed over as they are, float64 as float32."""
+
+    def __init__(self, content: NpzContent) -> None:
+        self._x = content.x
+        self._dtype = content.model_dtype
+        self.sample_shape: tuple[int, ...] = tuple(int(d) for d in content.x.shape[1:])
+
+    def __len__(self) -> int:
+        return len(self._x)
+
+    def iter_batches(self, batch_size: int) -> Iterator[npt.NDArray[Any]]:
+        for start in range(0, len(self._x), batch_size):
+            # A C-ordered copy: callers may keep or modify a batch without touching
+            # the dataset, and runtimes expect contiguous input.
+            yield np.array(self._x[start : start + batch_size], dtype=self._dtype, order="C", copy=True)
+
+
+class _ImageSamples:
+    """Image files decoded and preprocessed on demand, one batch at a time.
+
+    Decoding runs on a small thread pool (Pillow releases the GIL while decoding and
+    resizing) and the next batch is decoded while the caller works on the current one,
+    so at most two batches of tensors exist at any time.
+    """
+
+    def __init__(
+        self,
+        listing: ImageListing,
+        preprocess: Preprocess,
+        digests: list[str],
+        sample_shape: tuple[int, ...],
+    ) -> None:
+        self._files = listing.files
+        self._names = listing.sample_ids
+        self._preprocess = preprocess
+        self._digests = digests
+        self.sample_shape = sample_shape
+
+    def __len__(self) -> int:
+        return len(self._files)
+
+    def tensor(self, i: int) -> npt.NDArray[np.float32]:
+        """The model input for sample ``i``, checked against the load-time digest."""
+        name = self._names[i]
+        data = _read_file(self._files[i], name)
+        if hashlib.sha256(data).hexdigest() != self._digests[i]:
+            # The hash reported for this dataset must describe what was evaluated.
+            raise DatasetError(f"image {name} ({self._files[i]}) changed after the dataset was loaded; reload it")
+        tensor = images.load_tensor(data, self._preprocess, name)
+        if tensor.shape != self.sample_shape:
+            # The header promised another size than the decoder delivered.
+            raise DatasetError(
+                f"image {name} decodes to {images.describe_shape(tensor.shape, self._preprocess)} after "
+                f"preprocessing, expected {images.describe_shape(self.sample_shape, self._preprocess)}"
+            )
+        return tensor
+
+    def iter_batches(self, batch_size: int) -> Iterator[npt.NDArray[Any]]:
+        n = len(self._files)
+        starts = range(0, n, batch_size)
+        pool = ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="gate-decode")
+        try:
+
+            def submit(start: int) -> list[Future[npt.NDArray[np.float32]]]:
+                return [pool.submit(self.tensor, i) for i in range(start, min(start + batch_size, n))]
+
+            ahead = submit(0)
+            for start in starts:
+                current = ahead
+                if start + batch_size < n:
+                    ahead = submit(start + batch_size)
+                out = np.empty((len(current), *self.sample_shape), dtype=np.float32)
+                # Results are taken in sample order, so the error reported is that of
+                # the first bad sample, whatever the threads' timing.
+                for k, future in enumerate(current):
+                    out[k] = future.result()
+                yield out
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+class Dataset:
+    """A labelled held-out set, ready to be fed to a model batch by batch.
+
+    Build one with :func:`load_dataset`. ``labels[i]`` is the class id of sample ``i``
+    (an index into ``classes``); ``sample_ids[i]`` names it (the image path relative to
+    the dataset root or manifest directory, or ``x[i]`` for ``.npz``); ``metadata[i]``
+    holds a manifest row's extra columns (``None`` for other sources). ``sha256``
+    identifies the content, labels, class list and preprocessing, independent of where
+    the dataset lives and of its name.
+    """
+
+    name: str
+    spec: DatasetSpec
+    source_path: Path
+    classes: list[str]
+    labels: npt.NDArray[np.int64]
+    sample_ids: list[str]
+    metadata: list[dict[str, str]] | None
+    sha256: str
+    sample_shape: tuple[int, ...]
+
+    def __init__(
+        self,
+        *,
+        spec: DatasetSpec,
+        source_path: Path,
+        classes: list[str],
+        labels: npt.NDArray[np.int64],
+        sample_ids: list[str],
+        metadata: list[dict[str, str]] | None,
+        sha256: str,
+        samples: _Samples,
+    ) -> None:
+        self.name = spec.name
+        self.spec = spec
+        self.source_path = source_path
+        self.classes = classes
+        # Read-only: the labels are part of the hash and must not drift from it.
+        self.labels = labels
+        self.labels.flags.writeable = False
+        self.sample_ids = sample_ids
+        self.metadata = metadata
+        self.sha256 = sha256
+        self.sample_shape = samples.sample_shape
+        self._samples = samples
+
+    def __len__(self) -> int:
+        return len(self._samples)
+
+    def __repr__(self) -> str:
+        return (
+            f"Dataset(name={self.name!r}, samples={len(self)}, classes={len(self.classes)}, "
+            f"sample_shape={self.sample_shape}, sha256={self.sha256[:12]}...)"
+        )
+
+    def batches(self, batch_size: int) -> Iterator[npt.NDArray[Any]]:
+        """Consecutive batches in sample order, each of shape ``(b, *sample_shape)``.
+
+        Every batch holds ``batch_size`` samples except possibly the last. Images are
+        decoded only when their batch is requested.
+        """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        return self._samples.iter_batches(batch_size)
+
+
+def load_dataset(path: str | os.PathLike[str]) -> Dataset:
+    """Load a dataset from a spec YAML, an ``.npz``, an ImageFolder or a manifest.
+
+    Raises :class:`DatasetError` for any problem with the spec, the source or a sample.
+    """
+    given = Path(path)
+    suffix = given.suffix.lower()
+    if suffix in _SPEC_SUFFIXES and not given.is_dir():
+        spec = read_spec(given)
+        source = Path(spec.source)
+        if not source.is_absolute():
+            source = given.parent / source
+        return _load(spec, source, f"source of dataset spec {given}")
+    if not given.exists():
+        raise DatasetError(f"dataset not found: {given}")
+    if not (given.is_dir() or suffix == ".npz" or suffix in MANIFEST_SUFFIXES):
+        raise DatasetError(_unsupported(given))
+    default = DatasetSpec(
+        # A directory has no extension to strip: its whole (resolved, so "." works)
+        # name is used.
+        name=given.resolve().name if given.is_dir() else given.stem,
+        source=str(given),
+        preprocess=None if suffix == ".npz" and not given.is_dir() else Preprocess(),
+    )
+    return _load(default, given, "dataset")
+
+
+def _unsupported(path: Path) -> str:
+    return (
+        f"unsupported dataset source {path}: expected an ImageFolder directory, an .npz "
+        "file, a .csv/.jsonl manifest, or (given directly) a .yaml/.yml dataset spec"
+    )
+
+
+def _load(spec: DatasetSpec, source: Path, what: str) -> Dataset:
+    try:
+        resolved = source.resolve()
+    except (OSError, RuntimeError) as exc:
+        raise DatasetError(f"cannot resolve {what} {source}: {exc}") from exc
+    if not resolved.exists():
+        raise DatasetError(f"{what} not found: {resolved}")
+    if resolved.is_dir():
+        return _load_images(spec, resolved, scan_image_folder(resolved, spec.classes))
+    # The kind comes from the name as written: a link called data.npz may point at a
+    # file whose own name says nothing.
+    suffix = source.suffix.lower()
+    if suffix == ".npz":
+        return _load_npz(spec, resolved)
+    if suffix in MANIFEST_SUFFIXES:
+        return _load_images(spec, resolved, read_manifest(resolved, spec.classes))
+    raise DatasetError(_unsupported(resolved))
+
+
+def _load_npz(spec: DatasetSpec, path: Path) -> Dataset:
+    if spec.preprocess is not None:
+        raise DatasetError(
+            f"dataset spec '{spec.name}': 'preprocess' does not apply to the .npz source "
+            f"{path} (its tensors go to the model as they are); remove the preprocess section"
+        )
+    content = read_npz(path, spec.classes)
+    digest = _hash_header("npz", content.classes, None)
+    for array in (content.x, content.y, content.labels):
+        _hash_array(digest, array)
+    return Dataset(
+        spec=spec,
+        source_path=path,
+        classes=content.classes,
+        labels=content.labels,
+        sample_ids=[f"x[{i}]" for i in range(len(content.labels))],
+        metadata=None,
+        sha256=digest.hexdigest(),
+        samples=_ArraySamples(content),
+    )
+
+
+def _load_images(spec: DatasetSpec, source: Path, listing: ImageListing) -> Dataset:
+    preprocess = spec.preprocess if spec.preprocess is not None else Preprocess()
+    effective = spec.model_copy(update={"preprocess": preprocess})
+    digest = _hash_header("images", listing.classes, preprocess)
+    file_digests: list[str] = []
+    first: tuple[str, tuple[int, int], tuple[int, int]] | None = None
+
+    def scan(i: int) -> tuple[str, tuple[int, int], tuple[int, int]]:
+        name = listing.sample_ids[i]
+        data = _read_file(listing.files[i], name)
+        size = images.probe_size(data, name)
+        return hashlib.sha256(data).hexdigest(), size, images.output_size(size, preprocess, name)
+
+    pool = ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="gate-scan")
+    try:
+        # map() yields in sample order, so the first bad sample is the one reported.
+        for i, (file_digest, size, out) in enumerate(pool.map(scan, range(len(listing.files)))):
+            name = listing.sample_ids[i]
+            file_digests.append(file_digest)
+            if first is None:
+                first = (name, size, out)
+            elif out != first[2]:
+                raise DatasetError(_size_mismatch(name, size, out, first, preprocess))
+            entry: list[Any] = [name, listing.labels[i], file_digest]
+            if listing.metadata is not None and listing.metadata[i]:
+                entry.append(listing.metadata[i])
+            digest.update(b"\n" + _canonical(entry))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    assert first is not None  # the readers refuse empty datasets
+    return Dataset(
+        spec=effective,
+        source_path=source,
+        classes=listing.classes,
+        labels=np.asarray(listing.labels, dtype=np.int64),
+        sample_ids=listing.sample_ids,
+        metadata=listing.metadata,
+        sha256=digest.hexdigest(),
+        samples=_ImageSamples(listing, preprocess, file_digests, images.sample_shape(first[2], preprocess)),
+    )
+
+
+def _size_mismatch(
+    name: str,
+    size: tuple[int, int],
+    out: tuple[int, int],
+    first: tuple[str, tuple[int, int], tuple[int, int]],
+    preprocess: Preprocess,
+) -> str:
+    first_name, first_size, first_out = first
+    if preprocess.resize is None and preprocess.crop is None:
+        return (
+            f"image {name} is {size[0]}x{size[1]} (HxW) but the expected size (that of "
+            f"the first image, {first_name}) is {first_out[0]}x{first_out[1]}; images of "
+            "different sizes need preprocess.resize and/or preprocess.crop"
+        )
+    return (
+        f"image {name} ({size[0]}x{size[1]} HxW) becomes {out[0]}x{out[1]} after "
+        f"resize/crop but the expected size (from the first image, {first_name}, "
+        f"{first_size[0]}x{first_size[1]}) is {first_out[0]}x{first_out[1]}; set "
+        "preprocess.resize to [height, width] or add preprocess.crop so that every "
+        "image ends up the same size"
+    )
+
+
+def _read_file(path: Path, name: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise DatasetError(f"cannot read image {name} ({path}): {exc}") from exc
+
+
+def _canonical(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _hash_header(kind: str, classes: list[str], preprocess: Preprocess | None) -> hashlib._Hash:
+    # Name, description and location are left out on purpose: the same data and
+    # preprocessing must hash the same wherever it is stored and whatever it is called.
+    digest = hashlib.sha256()
+    digest.update(
+        _canonical(
+            {
+                "scheme": _HASH_SCHEME,
+                "kind": kind,
+                "classes": classes,
+                "preprocess": None if preprocess is None else preprocess.model_dump(mode="json"),
+            }
+        )
+    )
+    return digest
+
+
+def _hash_array(digest: hashlib._Hash, array: npt.NDArray[Any]) -> None:
+    contiguous = np.ascontiguousarray(array)
+    digest.update(b"\n" + _canonical({"dtype": contiguous.dtype.str, "shape": contiguous.shape}))
+    digest.update(contiguous.tobytes())

@@ -1,0 +1,161 @@
+"""Image decoding and preprocessing: one image file to one model input tensor.
+
+Everything here works on a single image; batching and caching live in
+:mod:`gate.datasets.dataset`. Errors are :class:`~gate.errors.DatasetError` and name
+the file by the display name the caller passes (its path relative to the dataset).
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image, UnidentifiedImageError
+
+from gate.datasets.spec import Preprocess
+from gate.errors import DatasetError
+
+#: File extensions (lower case) an ImageFolder class folder may contain.
+IMAGE_EXTENSIONS: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
+
+_RESAMPLING: dict[str, Image.Resampling] = {
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "nearest": Image.Resampling.NEAREST,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+
+
+def _pair(value: int | tuple[int, int]) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else value
+
+
+def resized_size(size_hw: tuple[int, int], resize: int | tuple[int, int]) -> tuple[int, int]:
+    """(height, width) after ``resize``.
+
+    An int sets the shorter side and scales the other one to keep the aspect ratio
+    (``round(other * size / shorter)``, at least 1); a pair is the exact (h, w).
+    """
+    if not isinstance(resize, int):
+        return resize
+    h, w = size_hw
+    if h <= w:
+        return resize, max(1, round(w * resize / h))
+    return max(1, round(h * resize / w)), resize
+
+
+def output_size(size_hw: tuple[int, int], preprocess: Preprocess, name: str) -> tuple[int, int]:
+    """(height, width) of an image of ``size_hw`` after resize and crop.
+
+    Raises :class:`DatasetError` naming ``name`` when the crop is larger than the
+    (resized) image.
+    """
+    h, w = size_hw
+    if preprocess.resize is not None:
+        h, w = resized_size((h, w), preprocess.resize)
+    if preprocess.crop is not None:
+        h, w = _check_crop((h, w), preprocess.crop, name)
+    return h, w
+
+
+def _check_crop(size_hw: tuple[int, int], crop: int | tuple[int, int], name: str) -> tuple[int, int]:
+    """The crop as (h, w); a crop larger than the image is a :class:`DatasetError`."""
+    h, w = size_hw
+    ch, cw = _pair(crop)
+    if ch > h or cw > w:
+        raise DatasetError(
+            f"image {name}: crop {ch}x{cw} (HxW) is larger than the image, which is "
+            f"{h}x{w} (HxW) after any resize; use a larger preprocess.resize or a smaller "
+            "preprocess.crop"
+        )
+    return ch, cw
+
+
+def sample_shape(size_hw: tuple[int, int], preprocess: Preprocess) -> tuple[int, int, int]:
+    """Shape of the tensor for an output image size, in ``preprocess.layout``."""
+    h, w = size_hw
+    c = preprocess.num_channels
+    return (c, h, w) if preprocess.layout == "NCHW" else (h, w, c)
+
+
+def probe_size(data: bytes, name: str) -> tuple[int, int]:
+    """(height, width) from the image header, without decoding the pixels.
+
+    Raises :class:`DatasetError` naming ``name`` when the bytes are not an image that
+    Pillow can identify.
+    """
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            w, h = im.size
+    except Exception as exc:  # Pillow raises many unrelated types for bad input.
+        raise DatasetError(f"cannot read image {name}: {_reason(exc)}") from exc
+    return h, w
+
+
+def decode(data: bytes, preprocess: Preprocess, name: str) -> Image.Image:
+    """Decode image bytes fully and convert them to ``preprocess.channels``.
+
+    ``load()`` runs here so that a truncated or corrupt file fails now, with its name,
+    rather than somewhere inside the pipeline. BGR images are returned as RGB; the
+    channel axis is reversed later, on the array.
+    """
+    mode = "L" if preprocess.channels == "L" else "RGB"
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()
+            # convert() on an image already in ``mode`` is an exact copy, which keeps
+            # 8-bit greyscale pixel values intact.
+            return im.convert(mode)
+    except Exception as exc:  # Pillow raises many unrelated types for bad input.
+        raise DatasetError(f"cannot read image {name}: {_reason(exc)}") from exc
+
+
+def to_tensor(image: Image.Image, preprocess: Preprocess, name: str) -> npt.NDArray[np.float32]:
+    """Resize, crop, normalise and lay out a decoded image (mode RGB or L)."""
+    if preprocess.resize is not None:
+        w, h = image.size
+        new_h, new_w = resized_size((h, w), preprocess.resize)
+        if (new_h, new_w) != (h, w):
+            image = image.resize((new_w, new_h), _RESAMPLING[preprocess.interpolation])
+    if preprocess.crop is not None:
+        w, h = image.size
+        ch, cw = _check_crop((h, w), preprocess.crop, name)
+        left, top = (w - cw) // 2, (h - ch) // 2
+        image = image.crop((left, top, left + cw, top + ch))
+    arr: npt.NDArray[np.float32] = np.asarray(image, dtype=np.float32)
+    if arr.ndim == 2:
+        arr = arr[:, :, np.newaxis]
+    if preprocess.channels == "BGR":
+        arr = arr[:, :, ::-1]
+    arr = arr / np.float32(preprocess.scale)
+    mean = np.asarray(preprocess.mean, dtype=np.float32)
+    std = np.asarray(preprocess.std, dtype=np.float32)
+    # Identity mean/std (the defaults) are skipped: same result, two fewer passes.
+    if np.any(mean != 0):
+        arr = arr - mean
+    if np.any(std != 1):
+        arr = arr / std
+    if preprocess.layout == "NCHW":
+        arr = arr.transpose(2, 0, 1)
+    return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+def load_tensor(data: bytes, preprocess: Preprocess, name: str) -> npt.NDArray[np.float32]:
+    """Image bytes to the model input tensor for one sample."""
+    return to_tensor(decode(data, preprocess, name), preprocess, name)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, UnidentifiedImageError):
+        # Its message names the in-memory buffer, which tells the reader nothing.
+        return "not an image in a format Pillow can read"
+    text = str(exc).strip()
+    kind = type(exc).__name__
+    return f"{kind}: {text}" if text else kind
+
+
+def describe_shape(shape: tuple[int, ...], preprocess: Preprocess) -> str:
+    """Image size (HxW) of a sample tensor shape, for error messages."""
+    h, w = (shape[1], shape[2]) if preprocess.layout == "NCHW" else (shape[0], shape[1])
+    return f"{h}x{w} (HxW)"
