@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck examples clean
+.PHONY: demo test test-gpu examples clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ test: $(STAMP)
 	$(BIN)/ruff check gate tests examples
 	$(BIN)/mypy
 	$(BIN)/pytest -q
+
+# the CUDA execution provider checks; they skip themselves where CUDA cannot run
+test-gpu: $(STAMP)
+	$(BIN)/pytest -q -m gpu -rs
 
 examples: $(STAMP)
 	$(BIN)/python examples/build_digits.py

@@ -75,9 +75,6 @@ def _parser() -> argparse.ArgumentParser:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from gate.evaluation import evaluate
 
-    if args.batch_size is not None and args.batch_size < 1:
-        print(f"gate eval: --batch-size={args.batch_size} is not valid; it should be >= 1", file=sys.stderr)
-        return EXIT_ERROR
     verdict = evaluate(args.model, args.dataset, args.policy, provider=args.provider, batch_size=args.batch_size)
     text = RENDERERS[args.format](verdict)
     if args.output is not None:

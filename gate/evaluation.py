@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from gate.datasets import Dataset, load_dataset
-from gate.errors import GateError, InternalError, ModelError
+from gate.errors import GateError, InternalError, ModelError, RequestError
 from gate.inference import (
     DEFAULT_BATCH_SIZE,
     Provider,
@@ -90,6 +90,8 @@ def _run(
     batch_size: int | None,
     progress: ProgressFn | None,
 ) -> None:
+    if batch_size is not None and batch_size < 1:
+        raise RequestError(f"batch_size={batch_size} is not valid; it should be >= 1")
     pol = policy if isinstance(policy, Policy) else load_policy(policy)
     verdict.policy = pol.to_dict()
     ds = dataset if isinstance(dataset, Dataset) else load_dataset(dataset)
