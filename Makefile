@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-gpu examples clean
+.PHONY: demo test test-gpu proto clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,10 +14,11 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	@bash examples/demo.sh
+	$(BIN)/gate demo
 
 test: $(STAMP)
-	$(BIN)/ruff check gate tests examples
+	$(BIN)/ruff check gate tests proto
+	@if command -v npm >/dev/null; then cd tests/interop && npm ci --no-audit --no-fund --silent; fi
 	$(BIN)/mypy
 	$(BIN)/pytest -q
 
@@ -25,8 +26,9 @@ test: $(STAMP)
 test-gpu: $(STAMP)
 	$(BIN)/pytest -q -m gpu -rs
 
-examples: $(STAMP)
-	$(BIN)/python examples/build_digits.py
+# regenerate gate/_proto from proto/ after changing the .proto
+proto: $(STAMP)
+	$(BIN)/python proto/generate.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache tests/interop/node_modules

@@ -7,18 +7,21 @@ carries exactly one JSON document; logs always go to stderr.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import logging
 import os
 import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from gate import __version__
-from gate.errors import GateError
+from gate.errors import GateError, RequestError
 from gate.inference import PROVIDERS
 from gate.report import RENDERERS
-from gate.verdict import Decision
+from gate.verdict import Decision, Verdict
 
 EXIT_ERROR = 2
 
@@ -64,6 +67,59 @@ def _parser() -> argparse.ArgumentParser:
         "--batch-size", type=int, help="samples per inference batch (default: 64; 1 for fixed-batch models)"
     )
 
+    ck = sub.add_parser(
+        "check",
+        help="gate a model through a gate server",
+        description=(
+            "Upload MODEL to the gate server and evaluate it on the server's registered held-out set"
+            " DATASET with POLICY (a registered policy name, or a local policy file sent inline)."
+            " Same exit codes and verdict JSON as `gate eval`: 0 PASS, 1 FAIL, 2 ERROR."
+        ),
+    )
+    ck.add_argument("--server", required=True, help="HOST:PORT of the gate server")
+    ck.add_argument("--model", required=True, type=Path, help="ONNX model file")
+    ck.add_argument("--dataset", required=True, help="name of a dataset registered on the server")
+    ck.add_argument("--policy", required=True, help="registered policy name, or a policy YAML file")
+    ck.add_argument("--format", choices=sorted(RENDERERS), default="text", help="report format (default: text)")
+    ck.add_argument("--output", type=Path, help="write the report to this file (atomically) instead of stdout")
+    ck.add_argument("--provider", choices=PROVIDERS, help="execution provider (default: the server's)")
+    ck.add_argument(
+        "--label",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="label the evaluation (pipeline_id=..., git_sha=..., or any key); repeatable",
+    )
+    ck.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for the verdict (default 3600)")
+    ck.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+
+    sv = sub.add_parser("serve", help="run the gate server")
+    sv.add_argument("--config", type=Path, help="configuration YAML (default: embedded defaults)")
+    sv.add_argument("--listen", help="HOST:PORT to listen on (overrides the configuration)")
+
+    hi = sub.add_parser("history", help="list recorded evaluations, newest first")
+    src = hi.add_mutually_exclusive_group()
+    src.add_argument("--server", help="ask a running gate server (HOST:PORT)")
+    src.add_argument("--config", type=Path, help="read the audit database of this configuration")
+    src.add_argument("--data-dir", type=Path, help="read the audit database in this data directory")
+    hi.add_argument("--model", default="", help="only this model SHA-256")
+    hi.add_argument("--dataset", default="", help="only this dataset")
+    hi.add_argument("--policy", default="", help="only this policy")
+    hi.add_argument("--verdict", choices=["PASS", "FAIL", "ERROR"], help="only this verdict")
+    hi.add_argument("--limit", type=int, default=20, help="at most this many (default 20)")
+    hi.add_argument("--format", choices=["text", "json"], default="text")
+
+    dm = sub.add_parser(
+        "demo",
+        help="the demo: gate a good and a bad digits model through a local server",
+        description=(
+            "Build an imbalanced held-out set from scikit-learn's digits, train a good model and one"
+            " whose rare class was starved, start a server on the embedded defaults, gate both over"
+            " gRPC and print the verdicts. Exit 0 when the good model passes and the bad one fails."
+        ),
+    )
+    dm.add_argument("--data-dir", type=Path, default=Path("gate-data"), help="where data goes (default ./gate-data)")
+
     pol = sub.add_parser("policy", help="work with policy files")
     pol_sub = pol.add_subparsers(dest="policy_command", required=True)
     val = pol_sub.add_parser("validate", help="check a policy file; exit 0 when valid, 2 when not")
@@ -76,19 +132,236 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from gate.evaluation import evaluate
 
     verdict = evaluate(args.model, args.dataset, args.policy, provider=args.provider, batch_size=args.batch_size)
-    text = RENDERERS[args.format](verdict)
-    if args.output is not None:
-        try:
-            _write_atomic(args.output, text)
-        except OSError as e:
-            print(f"gate eval: cannot write {args.output}: {e.strerror}", file=sys.stderr)
-            return EXIT_ERROR
-        print(f"verdict {verdict.decision.value} written to {args.output}", file=sys.stderr)
-    else:
-        sys.stdout.write(text)
     if verdict.error:
         logging.getLogger("gate").error("%s: %s", verdict.error["type"], verdict.error["message"])
+    return _emit(verdict, args.format, args.output, "eval")
+
+
+def _emit(verdict: Verdict, fmt: str, output: Path | None, command: str) -> int:
+    text = RENDERERS[fmt](verdict)
+    if output is not None:
+        try:
+            _write_atomic(output, text)
+        except OSError as e:
+            print(f"gate {command}: cannot write {output}: {e.strerror}", file=sys.stderr)
+            return EXIT_ERROR
+        print(f"verdict {verdict.decision.value} written to {output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
     return verdict.exit_code
+
+
+def _labels(pairs: list[str]) -> dict[str, Any]:
+    labels: dict[str, Any] = {}
+    extra: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise RequestError(f"--label {pair!r} is not valid; it should be KEY=VALUE")
+        if key in ("pipeline_id", "git_sha"):
+            labels[key] = value
+        else:
+            extra[key] = value
+    if extra:
+        labels["extra"] = extra
+    return labels
+
+
+class _Progress:
+    """'done/total samples' on one stderr line, only when stderr is a terminal."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.enabled = not quiet and sys.stderr.isatty()
+        self.shown = False
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.enabled:
+            sys.stderr.write(f"\rgate: {done}/{total} samples")
+            sys.stderr.flush()
+            self.shown = True
+
+    def end(self) -> None:
+        if self.shown:
+            sys.stderr.write("\n")
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from gate.client import GateClient, GateClientError
+
+    progress = _Progress(args.quiet)
+    policy_file = Path(args.policy)
+    verdict: Verdict
+    try:
+        labels = _labels(args.label)
+        data = args.model.read_bytes()
+        policy_yaml = policy_file.read_text(encoding="utf-8") if policy_file.is_file() else None
+        with GateClient(args.server, timeout=args.timeout) as client:
+            client.upload_model(data, filename=args.model.name)
+            evaluation = client.evaluate(
+                hashlib.sha256(data).hexdigest(),
+                args.dataset,
+                policy_name=None if policy_yaml is not None else args.policy,
+                policy_yaml=policy_yaml,
+                labels=labels,
+                provider=args.provider,
+                model_name=str(args.model),
+                on_progress=progress,
+            )
+        verdict = Verdict.from_dict(evaluation.document)
+    except (GateClientError, RequestError) as e:
+        verdict = Verdict(
+            decision=Decision.ERROR,
+            model={"sha256": None, "path": str(args.model)},
+            error={"type": e.kind if not isinstance(e, GateClientError) else "ServiceError", "message": e.message},
+        )
+    except OSError as e:
+        verdict = Verdict(
+            decision=Decision.ERROR,
+            model={"sha256": None, "path": str(args.model)},
+            error={"type": "RequestError", "message": f"cannot read {e.filename}: {e.strerror}"},
+        )
+    finally:
+        progress.end()
+    if verdict.error:
+        logging.getLogger("gate").error("%s: %s", verdict.error["type"], verdict.error["message"])
+    return _emit(verdict, args.format, args.output, "check")
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import signal
+
+    from gate.config import load_config
+    from gate.server import GateServer
+
+    try:
+        config = load_config(args.config, listen=args.listen)
+        if args.config is None:
+            from gate import demo
+
+            demo.ensure_heldout(config.data_dir / "demo")
+        server = GateServer(config)
+    except GateError as e:
+        print(f"gate serve: {e.message}", file=sys.stderr)
+        return EXIT_ERROR
+    signal.signal(signal.SIGTERM, lambda *_: server.stop(grace=5.0))
+    try:
+        server.start()
+        server.load()
+        server.wait()
+    except GateError as e:
+        print(f"gate serve: {e.message}", file=sys.stderr)
+        server.stop(grace=None)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        server.stop(grace=5.0)
+    return 0
+
+
+def _history_rows(records: list[dict[str, Any]]) -> list[str]:
+    rows = [["created (UTC)", "evaluation", "verdict", "model", "dataset", "policy", "labels"]]
+    for r in records:
+        labels = r.get("labels") or {}
+        shown = [f"{k}={v}" for k, v in labels.items() if k != "extra"] + [
+            f"{k}={v}" for k, v in (labels.get("extra") or {}).items()
+        ]
+        rows.append(
+            [
+                r["created_at"],
+                r["evaluation_id"][:12],
+                r["verdict"] or r["state"].upper(),
+                (r["model_sha256"] or "")[:12],
+                r["dataset"],
+                r["policy"],
+                " ".join(shown),
+            ]
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+
+
+def _cmd_history(args: argparse.Namespace) -> int:
+    from gate.store import EvaluationRecord
+
+    try:
+        if args.server:
+            from gate.client import GateClient
+
+            with GateClient(args.server, timeout=60) as client:
+                found = client.list_verdicts(
+                    model_sha256=args.model,
+                    dataset=args.dataset,
+                    policy=args.policy,
+                    decision=args.verdict,
+                    limit=args.limit,
+                )
+            found_records = [
+                EvaluationRecord(
+                    evaluation_id=r.evaluation_id,
+                    state=r.state,
+                    created_at=r.created_at,
+                    finished_at=r.finished_at or None,
+                    model_sha256=r.model_sha256,
+                    model_name=None,
+                    dataset=r.dataset,
+                    policy=r.policy,
+                    labels=json_labels(r.labels),
+                    requested_provider="",
+                    verdict=json.loads(r.verdict.verdict_json) if r.verdict.verdict_json else None,
+                )
+                for r in found
+            ]
+        else:
+            from gate.config import load_config
+            from gate.store import AuditStore
+
+            db = args.data_dir / "audit.sqlite3" if args.data_dir is not None else load_config(args.config).audit_db
+            if not db.is_file():
+                raise RequestError(f"no audit database at {db}")
+            with AuditStore(db) as store:
+                found_records = store.list(
+                    model_sha256=args.model or None,
+                    dataset=args.dataset or None,
+                    policy=args.policy or None,
+                    decision=args.verdict,
+                    limit=args.limit,
+                )
+    except GateError as e:
+        print(f"gate history: {e.message}", file=sys.stderr)
+        return EXIT_ERROR
+    except ValueError as e:
+        print(f"gate history: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    records = [
+        {
+            "evaluation_id": r.evaluation_id,
+            "state": r.state,
+            "created_at": r.created_at,
+            "finished_at": r.finished_at,
+            "model_sha256": r.model_sha256,
+            "dataset": r.dataset,
+            "policy": r.policy,
+            "labels": r.labels,
+            "verdict": r.decision,
+        }
+        for r in found_records
+    ]
+    if args.format == "json":
+        sys.stdout.write(json.dumps(records, indent=2) + "\n")
+    else:
+        sys.stdout.write("\n".join(_history_rows(records)) + "\n")
+    return 0
+
+
+def json_labels(labels: Any) -> dict[str, Any]:
+    from gate.server.convert import labels_to_dict
+
+    return labels_to_dict(labels)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from gate.demo import run
+
+    return run(args.data_dir)
 
 
 def _cmd_policy_validate(args: argparse.Namespace) -> int:
@@ -115,13 +388,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(
         stream=sys.stderr,
-        level=(logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)],
+        # the server reports what it does; the other commands only problems
+        level=(logging.INFO if args.command == "serve" else logging.WARNING, logging.INFO, logging.DEBUG)[
+            min(args.verbose, 2)
+        ],
         format="%(levelname)s %(name)s: %(message)s",
     )
+    commands = {
+        "eval": _cmd_eval,
+        "check": _cmd_check,
+        "serve": _cmd_serve,
+        "history": _cmd_history,
+        "demo": _cmd_demo,
+        "policy": _cmd_policy_validate,
+    }
     try:
-        if args.command == "eval":
-            return _cmd_eval(args)
-        return _cmd_policy_validate(args)
+        return commands[args.command](args)
     except KeyboardInterrupt:
         print("gate: interrupted", file=sys.stderr)
         return EXIT_ERROR

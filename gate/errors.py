@@ -9,9 +9,14 @@ fault. The tree::
     │   ├── PolicyError    a policy file is invalid (lists every problem)
     │   ├── DatasetError   a dataset spec, manifest, image or label is invalid
     │   ├── ModelError     a model cannot be loaded, has the wrong shape, emits NaN...
-    │   └── RequestError   a request names something unknown or breaks a limit
-    └── InternalError      gate or its environment failed (e.g. CUDA requested
-        └── ProviderError  but not usable)
+    │   └── RequestError   a request is malformed
+    │       ├── NotFoundError    it names a model, dataset, policy or evaluation the server lacks
+    │       ├── OverloadedError  the evaluation queue is full, or an upload is too large
+    │       └── CancelledError   the client went away
+    └── InternalError      gate or its environment failed
+        ├── ProviderError           the requested execution provider cannot run here
+        ├── EvaluationTimeoutError  an evaluation ran past its time limit
+        └── NotReadyError           the server has not finished loading
 
 Any of them ends an evaluation with verdict ERROR (exit code 2); none can end in PASS.
 """
@@ -60,9 +65,30 @@ class RequestError(UserError):
     """A request is malformed, names something unknown, or exceeds a limit."""
 
 
+class NotFoundError(RequestError):
+    """The request names a model, dataset, policy or evaluation that does not exist."""
+
+
+class OverloadedError(RequestError):
+    """The server is at its configured limit: the evaluation queue is full, or an upload
+    is larger than allowed."""
+
+
+class CancelledError(RequestError):
+    """The client cancelled the call or went away."""
+
+
 class InternalError(GateError):
     """gate itself, or the machine it runs on, failed."""
 
 
 class ProviderError(InternalError):
     """The requested ONNX Runtime execution provider cannot run here."""
+
+
+class EvaluationTimeoutError(InternalError):
+    """An evaluation ran past the server's per-evaluation time limit."""
+
+
+class NotReadyError(InternalError):
+    """The server has not finished loading its datasets and policies."""

@@ -57,16 +57,22 @@ def evaluate(
     provider: Provider = "auto",
     batch_size: int | None = None,
     progress: ProgressFn | None = None,
+    model_name: str | None = None,
 ) -> Verdict:
-    """Run ``model`` on ``dataset`` and judge it by ``policy``; never raises for bad input."""
+    """Run ``model`` on ``dataset`` and judge it by ``policy``; never raises for bad input.
+
+    ``progress(done, total)`` is called after each batch; an exception it raises (a
+    GateError such as a cancellation or a timeout) stops the evaluation with ERROR.
+    ``model_name`` names the model in the verdict instead of its path.
+    """
     started = time.perf_counter()
     verdict = Verdict(
         decision=Decision.ERROR,
         started_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         runtime={**runtime_versions(), "provider": None, "requested_provider": provider},
     )
-    if not isinstance(model, bytes):
-        verdict.model = {"path": str(model), "sha256": None}
+    name = model_name if model_name is not None else None if isinstance(model, bytes) else str(model)
+    verdict.model = {"sha256": None, "path": name}
     try:
         _run(verdict, model, dataset, policy, provider=provider, batch_size=batch_size, progress=progress)
     except GateError as e:
@@ -106,7 +112,7 @@ def _run(
 
     data, source = _read_model(model)
     loaded = load_model(data, provider=provider, source=source)
-    verdict.model = {"sha256": loaded.sha256, "path": source if source != "<bytes>" else None, "bytes": len(data)}
+    verdict.model = {"sha256": loaded.sha256, "path": verdict.model["path"], "bytes": len(data)}
     runtime: dict[str, Any] = loaded.runtime()
     verdict.runtime = runtime
     check_compatible(loaded, ds.classes, ds.sample_shape)

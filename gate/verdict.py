@@ -51,6 +51,18 @@ class ClassCheck:
     denominator: int | None = None
     message: str = ""
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ClassCheck:
+        return cls(
+            d["class"],
+            Status(d["status"]),
+            d["observed"],
+            d["threshold"],
+            d.get("numerator"),
+            d.get("denominator"),
+            d.get("message", ""),
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "class": self.name,
@@ -80,6 +92,19 @@ class RuleResult:
     def blocks(self) -> bool:
         """True when this result stops a PASS."""
         return self.severity is Severity.BLOCK and self.status in (Status.FAIL, Status.INCONCLUSIVE)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RuleResult:
+        return cls(
+            id=d["id"],
+            type=d["type"],
+            status=Status(d["status"]),
+            severity=Severity(d["severity"]),
+            message=d["message"],
+            observed=d.get("observed"),
+            threshold=d.get("threshold") or {},
+            classes=tuple(ClassCheck.from_dict(c) for c in d.get("classes", [])),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -119,6 +144,8 @@ class Verdict:
     error: dict[str, str] | None = None
     started_at: str | None = None
     duration_s: float | None = None
+    evaluation_id: str | None = None  # set by the service
+    labels: dict[str, Any] = field(default_factory=dict)  # pipeline id, git sha, free keys
 
     @property
     def exit_code(self) -> int:
@@ -131,6 +158,26 @@ class Verdict:
         counts["blocking"] = sum(1 for r in self.rules if r.blocks)
         counts["warnings"] = sum(1 for r in self.rules if r.severity is Severity.WARN and r.status is not Status.PASS)
         return counts
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Verdict:
+        """Rebuild a verdict from its JSON document (e.g. one received from the service)."""
+        if d.get("schema") != SCHEMA:
+            raise ValueError(f"not a {SCHEMA} document (schema={d.get('schema')!r})")
+        return cls(
+            decision=Decision(d["verdict"]),
+            model=d.get("model") or {},
+            dataset=d.get("dataset") or {},
+            policy=d.get("policy") or {},
+            runtime=d.get("runtime") or {},
+            metrics=d.get("metrics"),
+            rules=[RuleResult.from_dict(r) for r in d.get("rules", [])],
+            error=d.get("error"),
+            started_at=d.get("started_at"),
+            duration_s=d.get("duration_s"),
+            evaluation_id=d.get("evaluation_id"),
+            labels=d.get("labels") or {},
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -146,4 +193,6 @@ class Verdict:
             "error": self.error,
             "started_at": self.started_at,
             "duration_s": self.duration_s,
+            "evaluation_id": self.evaluation_id,
+            "labels": self.labels,
         }

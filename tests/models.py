@@ -13,6 +13,8 @@ import numpy.typing as npt
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from gate.demo import linear_softmax_onnx
+
 OPSET = 17
 IR_VERSION = 9  # what every onnxruntime >= 1.16 reads
 
@@ -99,19 +101,8 @@ def linear_softmax_model(
     input_shape: Sequence[int | str],
     classes: Sequence[str] | None = None,
 ) -> bytes:
-    """softmax(flatten(x) @ W + b): a multinomial logistic regression as an ONNX graph."""
-    init = [
-        numpy_helper.from_array(weights.astype(np.float32), "W"),
-        numpy_helper.from_array(bias.astype(np.float32).reshape(1, -1), "b"),
-    ]
-    nodes = [
-        helper.make_node("Flatten", ["x"], ["flat"], axis=1),
-        helper.make_node("MatMul", ["flat", "W"], ["z"]),
-        helper.make_node("Add", ["z", "b"], ["logits"]),
-        helper.make_node("Softmax", ["logits"], ["probs"], axis=1),
-    ]
-    k = weights.shape[1]
-    return _model(nodes, [_f("x", list(input_shape))], [_f("probs", [input_shape[0], k])], init, classes)
+    """softmax(flatten(x) @ W + b): the demo's logistic-regression graph."""
+    return linear_softmax_onnx(weights, bias, input_shape=input_shape, classes=classes)
 
 
 def predictions_for(
@@ -130,3 +121,30 @@ def predictions_for(
     x = np.asarray(xs, dtype=np.float32).reshape(-1, 1)[order]
     y = np.asarray(ys, dtype=np.int64)[order]
     return x, y
+
+
+def slow_lookup_model(k: int, *, width: int = 1024, depth: int = 16) -> bytes:
+    """The lookup model behind a chain of ``depth`` identity MatMuls of ``width``².
+
+    Same answers as :func:`lookup_model`, but each sample costs ``depth·width²``
+    multiply-adds (a few milliseconds), and the file is over 4 MiB (one shared
+    ``width × width`` weight): a model that is slow and large on purpose.
+    """
+    init = [
+        numpy_helper.from_array(np.eye(width, dtype=np.float32), "W"),
+        numpy_helper.from_array(np.ones((1, width), dtype=np.float32), "ones"),
+        numpy_helper.from_array(np.arange(k, dtype=np.float32).reshape(1, k), "ks"),
+        numpy_helper.from_array(np.array([0], dtype=np.int64), "start"),
+        numpy_helper.from_array(np.array([1], dtype=np.int64), "end"),
+        numpy_helper.from_array(np.array([1], dtype=np.int64), "axis"),
+    ]
+    nodes = [helper.make_node("Mul", ["x", "ones"], ["h0"])]  # (N, width), every column = x
+    for i in range(depth):
+        nodes.append(helper.make_node("MatMul", [f"h{i}", "W"], [f"h{i + 1}"]))
+    nodes += [
+        helper.make_node("Slice", [f"h{depth}", "start", "end", "axis"], ["col"]),  # (N, 1) = x
+        helper.make_node("Sub", ["col", "ks"], ["d"]),
+        helper.make_node("Mul", ["d", "d"], ["d2"]),
+        helper.make_node("Neg", ["d2"], ["scores"]),
+    ]
+    return _model(nodes, [_f("x", ["N", 1])], [_f("scores", ["N", k])], init)

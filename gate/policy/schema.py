@@ -57,6 +57,7 @@ class Policy:
     source: str  # file path or "<inline>"
     description: str | None = None
     lines: tuple[int | None, ...] = ()  # YAML line of each rule
+    text: str = ""  # the YAML as given
 
     def check_classes(self, classes: list[str] | tuple[str, ...]) -> None:
         """Raise PolicyError when any rule names a class the dataset does not have."""
@@ -223,6 +224,7 @@ def parse_policy(text: str | bytes, *, source: str = "<inline>") -> Policy:
         source=source,
         description=header.description,
         lines=tuple(starts),
+        text=decoded,
     )
 
 

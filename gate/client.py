@@ -1,0 +1,176 @@
+"""A thin Python client of the gate service, used by ``gate check`` and the demo.
+
+Errors from the server arrive as :class:`GateClientError`, carrying the gRPC status
+code name and the server's message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, cast
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from gate._proto.gate.v1 import gate_pb2 as pb
+from gate._proto.gate.v1 import gate_pb2_grpc as pb_grpc
+from gate.errors import GateError
+from gate.server.convert import labels_to_pb
+
+CHUNK_BYTES = 1 << 20
+PROVIDERS = {"auto": pb.PROVIDER_AUTO, "cuda": pb.PROVIDER_CUDA, "cpu": pb.PROVIDER_CPU, None: pb.PROVIDER_UNSPECIFIED}
+
+
+class GateClientError(GateError):
+    """A call to the gate service failed; ``code`` is the gRPC status code's name."""
+
+    def __init__(self, code: str, details: str) -> None:
+        super().__init__(f"{code}: {details}")
+        self.code = code
+        self.details = details
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    evaluation_id: str
+    verdict: pb.Verdict
+
+    @property
+    def document(self) -> dict[str, Any]:
+        """The verdict JSON document (gate.verdict/v1)."""
+        doc: dict[str, Any] = json.loads(self.verdict.verdict_json)
+        return doc
+
+
+def _rpc(fn: Callable[..., Any]) -> Callable[..., Any]:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except grpc.RpcError as e:
+            raise GateClientError(e.code().name, e.details() or "") from e
+
+    wrapper.__doc__ = fn.__doc__
+    return wrapper
+
+
+class GateClient:
+    def __init__(self, target: str, *, timeout: float | None = None) -> None:
+        self.target = target
+        self.timeout = timeout
+        self._channel = grpc.insecure_channel(target, options=[("grpc.max_receive_message_length", 64 << 20)])
+        self._stub = pb_grpc.GateServiceStub(self._channel)  # type: ignore[no-untyped-call]
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> GateClient:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    @_rpc
+    def health(self, service: str = "") -> str:
+        stub = health_pb2_grpc.HealthStub(self._channel)
+        reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=self.timeout or 10)
+        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+
+    @_rpc
+    def upload_model(self, model: bytes | Path, *, filename: str = "", chunk_bytes: int = CHUNK_BYTES) -> pb.ModelRef:
+        """Stream a model in chunks; returns the server's reference (its SHA-256)."""
+        data = Path(model).read_bytes() if isinstance(model, Path) else model
+        sha = hashlib.sha256(data).hexdigest()
+
+        def chunks() -> Iterator[pb.ModelChunk]:
+            yield pb.ModelChunk(sha256=sha, total_size=len(data), filename=filename, data=data[:chunk_bytes])
+            for start in range(chunk_bytes, len(data), chunk_bytes):
+                yield pb.ModelChunk(data=data[start : start + chunk_bytes])
+
+        ref: pb.ModelRef = self._stub.UploadModel(chunks(), timeout=self.timeout)
+        return ref
+
+    @_rpc
+    def evaluate(
+        self,
+        model_sha256: str,
+        dataset: str,
+        *,
+        policy_name: str | None = None,
+        policy_yaml: str | None = None,
+        labels: Mapping[str, Any] | None = None,
+        provider: str | None = None,
+        batch_size: int = 0,
+        model_name: str = "",
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> Evaluation:
+        """Run an evaluation and follow its events to the verdict."""
+        request = pb.EvaluateRequest(
+            model_sha256=model_sha256,
+            dataset=dataset,
+            labels=labels_to_pb(labels or {}),
+            provider=PROVIDERS[provider],
+            batch_size=batch_size,
+            model_name=model_name,
+        )
+        if policy_yaml is not None:
+            request.policy_yaml = policy_yaml
+        elif policy_name is not None:
+            request.policy_name = policy_name
+        evaluation_id = ""
+        for event in self._stub.Evaluate(request, timeout=self.timeout):
+            kind = event.WhichOneof("event")
+            if kind == "accepted":
+                evaluation_id = event.accepted.evaluation_id
+            elif kind == "progress" and on_progress is not None:
+                on_progress(event.progress.done, event.progress.total)
+            elif kind == "verdict":
+                return Evaluation(evaluation_id or event.verdict.evaluation_id, event.verdict)
+        raise GateClientError("UNKNOWN", "the evaluation stream ended without a verdict")
+
+    @_rpc
+    def get_verdict(self, evaluation_id: str) -> pb.EvaluationRecord:
+        record: pb.EvaluationRecord = self._stub.GetVerdict(
+            pb.GetVerdictRequest(evaluation_id=evaluation_id), timeout=self.timeout
+        )
+        return record
+
+    @_rpc
+    def list_verdicts(
+        self,
+        *,
+        model_sha256: str = "",
+        dataset: str = "",
+        policy: str = "",
+        decision: str | None = None,
+        limit: int = 0,
+    ) -> list[pb.EvaluationRecord]:
+        request = pb.ListVerdictsRequest(
+            model_sha256=model_sha256,
+            dataset=dataset,
+            policy=policy,
+            limit=limit,
+            decision=cast(pb.Decision, pb.Decision.Value(decision) if decision else pb.DECISION_UNSPECIFIED),
+        )
+        return list(self._stub.ListVerdicts(request, timeout=self.timeout).records)
+
+    @_rpc
+    def list_datasets(self) -> list[pb.DatasetEntry]:
+        return list(self._stub.ListDatasets(pb.ListDatasetsRequest(), timeout=self.timeout).datasets)
+
+    @_rpc
+    def list_policies(self) -> list[pb.PolicyEntry]:
+        return list(self._stub.ListPolicies(pb.ListPoliciesRequest(), timeout=self.timeout).policies)
+
+    @_rpc
+    def validate_policy(self, policy_yaml: str, *, dataset: str = "") -> pb.ValidatePolicyResponse:
+        reply: pb.ValidatePolicyResponse = self._stub.ValidatePolicy(
+            pb.ValidatePolicyRequest(policy_yaml=policy_yaml, dataset=dataset), timeout=self.timeout
+        )
+        return reply

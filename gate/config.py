@@ -1,0 +1,157 @@
+"""Server configuration: a YAML file, overridden by ``GATE_*`` environment variables,
+overridden by command-line flags.
+
+```yaml
+listen: 127.0.0.1:50051
+data_dir: ./gate-data           # model store, audit database
+datasets: [datasets/pets.yaml]  # dataset spec files, or directories of them
+policies: policies/             # directories (or files) of policies, addressed by `name`
+max_model_bytes: 2147483648
+max_concurrent_evaluations: 2   # evaluations running at once
+max_queued_evaluations: 8       # waiting beyond those; more is RESOURCE_EXHAUSTED
+evaluation_timeout_s: 900
+default_provider: auto          # auto | cuda | cpu
+default_batch_size: 64
+```
+
+Relative paths in a file are relative to that file; in the environment (e.g.
+``GATE_DATA_DIR=/srv/gate``, ``GATE_DATASETS='["/data/pets.yaml"]'``) and on the command
+line they are relative to the working directory. With no file, :func:`default_config`
+gives the embedded defaults: the demo held-out set and the shipped policies.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
+
+from gate.errors import RequestError
+from gate.inference import Provider
+
+PACKAGE_ROOT = Path(__file__).resolve().parent
+
+
+class ConfigError(RequestError):
+    """The server configuration is invalid."""
+
+
+def shipped_policies_dir() -> Path:
+    """The policies that ship with gate: the source tree's ``policies/``, or the copy an
+    installed wheel puts under ``<prefix>/share/gate/policies``."""
+    for candidate in (PACKAGE_ROOT.parent / "policies", Path(sys.prefix) / "share" / "gate" / "policies"):
+        if candidate.is_dir():
+            return candidate
+    raise ConfigError("the shipped policies are missing (looked in the source tree and <prefix>/share/gate/policies)")
+
+
+class ServerConfig(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GATE_", extra="forbid", frozen=True)
+
+    listen: str = "127.0.0.1:50051"
+    data_dir: Path = Path("gate-data")
+    datasets: list[Path] = Field(default_factory=list)
+    policies: list[Path] = Field(default_factory=list)
+    max_model_bytes: int = Field(default=2 << 30, ge=1)
+    max_concurrent_evaluations: int = Field(default=2, ge=1, le=256)
+    max_queued_evaluations: int = Field(default=8, ge=0, le=10_000)
+    evaluation_timeout_s: float = Field(default=900.0, gt=0)
+    default_provider: Provider = "auto"
+    default_batch_size: int = Field(default=64, ge=1)
+
+    @field_validator("datasets", "policies", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str | Path) else value
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f"listen={value!r} is not valid; it should be HOST:PORT (port 0 picks a free one)")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # load_config merges file, environment and flags itself, in that order
+        return (init_settings,)
+
+    @property
+    def audit_db(self) -> Path:
+        return self.data_dir / "audit.sqlite3"
+
+    @property
+    def model_dir(self) -> Path:
+        return self.data_dir / "models"
+
+
+_PATH_KEYS = ("data_dir", "datasets", "policies")
+
+
+def _resolve_paths(values: dict[str, Any], base: Path) -> dict[str, Any]:
+    out = dict(values)
+    for key in _PATH_KEYS:
+        if key not in out or out[key] is None:
+            continue
+        raw = out[key]
+        items = raw if isinstance(raw, list) else [raw]
+        resolved = [str(base / p) if not os.path.isabs(str(p)) else str(p) for p in items]
+        out[key] = resolved if isinstance(raw, list) else resolved[0]
+    return out
+
+
+def _build(values: dict[str, Any], source: str) -> ServerConfig:
+    try:
+        return ServerConfig(**values)
+    except ValidationError as e:
+        problems = [f"{'.'.join(str(x) for x in err['loc']) or 'config'}: {err['msg']}" for err in e.errors()]
+        raise ConfigError(f"invalid configuration {source}:\n" + "\n".join(f"  - {p}" for p in problems)) from e
+
+
+def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) -> ServerConfig:
+    """The configuration from ``path`` (or the embedded defaults), the environment and
+    ``overrides`` (command-line flags; None values are ignored)."""
+    if path is None:
+        values = default_values(overrides.get("data_dir"))
+        source = "(embedded defaults)"
+    else:
+        file = Path(path)
+        try:
+            loaded = yaml.safe_load(file.read_text(encoding="utf-8"))
+        except FileNotFoundError as e:
+            raise ConfigError(f"configuration file not found: {file}") from e
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+            raise ConfigError(f"cannot read configuration {file}: {e}") from e
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"configuration {file} must be a mapping of settings")
+        values = _resolve_paths(loaded, file.resolve().parent)
+        source = str(file)
+    environment = EnvSettingsSource(ServerConfig)()  # GATE_* variables, parsed
+    flags = {k: v for k, v in overrides.items() if v is not None}
+    return _build({**values, **environment, **flags}, source)
+
+
+def default_values(data_dir: Path | None = None) -> dict[str, Any]:
+    """The embedded defaults: data under ./gate-data, the demo held-out set (built there
+    by ``gate demo`` or on first ``gate serve``), and the shipped policies."""
+    root = Path(data_dir) if data_dir is not None else Path("gate-data")
+    return {
+        "data_dir": str(root),
+        "datasets": [str(root / "demo" / "heldout.yaml")],
+        "policies": [str(shipped_policies_dir())],
+    }

@@ -1,0 +1,178 @@
+"""What the server owns: the content-addressed model store, and the registered held-out
+datasets and policies (addressed by name).
+
+Model files live at ``<data_dir>/models/<sha256>.onnx``. An upload is written to a
+temporary file in the same directory, its size and SHA-256 are verified, and only then is
+it renamed into place: a partial or mismatched upload never becomes a visible model, and
+two uploads of the same bytes end in the same file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from gate.datasets import Dataset, load_dataset
+from gate.errors import DatasetError, NotFoundError, OverloadedError, PolicyError, RequestError
+from gate.policy import Policy, load_policy
+
+log = logging.getLogger(__name__)
+
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True)
+class StoredModel:
+    sha256: str
+    size: int
+    path: Path
+    already_present: bool = False
+
+
+class ModelStore:
+    """Content-addressed ONNX model files."""
+
+    def __init__(self, root: Path, *, max_bytes: int) -> None:
+        self.root = root
+        self.max_bytes = max_bytes
+        root.mkdir(parents=True, exist_ok=True)
+        for stale in root.glob(".upload-*"):  # left by a server that died mid-upload
+            stale.unlink(missing_ok=True)
+
+    def path(self, sha256: str) -> Path:
+        if not SHA256_RE.match(sha256):
+            raise RequestError(f"model_sha256={sha256!r} is not valid; it should be 64 lowercase hex digits")
+        return self.root / f"{sha256}.onnx"
+
+    def get(self, sha256: str) -> Path:
+        path = self.path(sha256)
+        if not path.is_file():
+            raise NotFoundError(f"no model with sha256 {sha256} on this server; upload it first")
+        return path
+
+    def put(
+        self,
+        expected_sha256: str,
+        expected_size: int,
+        chunks: Iterable[bytes],
+        *,
+        validate: Callable[[bytes], None] | None = None,
+    ) -> StoredModel:
+        """Store a model from ``chunks`` after verifying its size and SHA-256, and
+        ``validate(bytes)`` when given (it raises to refuse the model)."""
+        target = self.path(expected_sha256)
+        if expected_size > self.max_bytes:
+            raise OverloadedError(
+                f"model of {expected_size} bytes exceeds this server's limit of {self.max_bytes} bytes"
+            )
+        digest = hashlib.sha256()
+        size = 0
+        fd, tmp_name = tempfile.mkstemp(prefix=".upload-", dir=self.root)
+        tmp = Path(tmp_name)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                for chunk in chunks:
+                    size += len(chunk)
+                    if size > self.max_bytes:
+                        raise OverloadedError(f"upload exceeds this server's limit of {self.max_bytes} bytes")
+                    if size > expected_size:
+                        raise RequestError(f"upload exceeds its declared total_size of {expected_size} bytes")
+                    digest.update(chunk)
+                    f.write(chunk)
+                f.flush()
+                os.fsync(f.fileno())
+            if size != expected_size:
+                raise RequestError(f"upload ended after {size} of the declared {expected_size} bytes")
+            actual = digest.hexdigest()
+            if actual != expected_sha256:
+                raise RequestError(
+                    f"sha256 mismatch: the upload hashes to {actual}, not the declared {expected_sha256}"
+                )
+            if validate is not None:
+                validate(tmp.read_bytes())
+            present = target.exists()
+            os.replace(tmp, target)
+            return StoredModel(expected_sha256, size, target, already_present=present)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def total_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.root.glob("*.onnx"))
+
+
+def _spec_files(paths: Iterable[Path], suffixes: tuple[str, ...]) -> Iterator[Path]:
+    for p in paths:
+        if p.is_dir():
+            yield from sorted(f for f in p.iterdir() if f.suffix in suffixes and not f.name.startswith("."))
+        else:
+            yield p
+
+
+class Registry:
+    """The registered held-out datasets and policies, loaded once at start-up."""
+
+    def __init__(self, datasets: dict[str, Dataset], policies: dict[str, Policy]) -> None:
+        self.datasets = datasets
+        self.policies = policies
+
+    @classmethod
+    def load(cls, dataset_paths: Iterable[Path], policy_paths: Iterable[Path]) -> Registry:
+        """Load every dataset spec and policy; any problem (a bad file, a duplicate name)
+        stops the load with one error listing them all: a gate does not serve half its
+        configuration."""
+        problems: list[str] = []
+        datasets: dict[str, Dataset] = {}
+        for path in _spec_files(dataset_paths, (".yaml", ".yml")):
+            try:
+                ds = load_dataset(path)
+            except DatasetError as e:
+                problems.append(f"dataset {path}: {e.message}")
+                continue
+            if ds.name in datasets:
+                problems.append(
+                    f"dataset {path}: the name '{ds.name}' is already taken by {datasets[ds.name].source_path}"
+                )
+            datasets[ds.name] = ds
+        policies: dict[str, Policy] = {}
+        for path in _spec_files(policy_paths, (".yaml", ".yml")):
+            try:
+                policy = load_policy(path)
+            except PolicyError as e:
+                problems.append(e.message)
+                continue
+            if policy.name in policies:
+                problems.append(
+                    f"policy {path}: the name '{policy.name}' is already taken by {policies[policy.name].source}"
+                )
+            policies[policy.name] = policy
+        if not datasets:
+            problems.append("no dataset is registered")
+        if not policies:
+            problems.append("no policy is registered")
+        if problems:
+            raise RequestError(
+                "the server's datasets and policies did not load:\n" + "\n".join(f"  - {p}" for p in problems)
+            )
+        return cls(datasets, policies)
+
+    def dataset(self, name: str) -> Dataset:
+        try:
+            return self.datasets[name]
+        except KeyError:
+            raise NotFoundError(
+                f"unknown dataset '{name}'; this server has: {', '.join(sorted(self.datasets))}"
+            ) from None
+
+    def policy(self, name: str) -> Policy:
+        try:
+            return self.policies[name]
+        except KeyError:
+            raise NotFoundError(
+                f"unknown policy '{name}'; this server has: {', '.join(sorted(self.policies))}"
+            ) from None

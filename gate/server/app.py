@@ -1,0 +1,119 @@
+"""Assembling the server: gRPC with the GateService, the standard health service
+(SERVING only once datasets and policies have loaded) and server reflection.
+
+``create_server(config) -> (server, port)`` is what tests use (``listen`` with port 0);
+``gate serve`` builds the same thing and blocks.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from types import TracebackType
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from gate._proto.gate.v1 import gate_pb2 as pb
+from gate._proto.gate.v1 import gate_pb2_grpc as pb_grpc
+from gate.config import ServerConfig
+from gate.errors import InternalError
+from gate.registry import ModelStore, Registry
+from gate.server.interceptors import ErrorInterceptor
+from gate.server.servicer import GateServicer
+from gate.store import AuditStore
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["GateService"].full_name
+MAX_MESSAGE_BYTES = 8 << 20  # upload chunks are 1 MiB; inline policies at most 1 MiB
+
+
+class GateServer:
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.store = AuditStore(config.audit_db)
+        self.models = ModelStore(config.model_dir, max_bytes=config.max_model_bytes)
+        self.servicer = GateServicer(config, self.store, self.models)
+        # queued evaluations hold a thread while they wait; keep some for everything else
+        workers = config.max_concurrent_evaluations + config.max_queued_evaluations + 8
+        self._grpc = grpc.server(
+            ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gate-rpc"),
+            interceptors=[ErrorInterceptor()],
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", 4 * MAX_MESSAGE_BYTES),
+            ],
+        )
+        pb_grpc.add_GateServiceServicer_to_server(self.servicer, self._grpc)  # type: ignore[no-untyped-call]
+        self.health = health.HealthServicer(experimental_non_blocking=True)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            self._grpc,
+        )
+        self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        try:
+            self.port = self._grpc.add_insecure_port(config.listen)
+        except RuntimeError as e:
+            self.store.close()
+            raise InternalError(f"cannot listen on {config.listen}: {e}") from e
+        self.host = config.listen.rpartition(":")[0]
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def _set_health(self, status: health_pb2.HealthCheckResponse.ServingStatus.ValueType) -> None:
+        for service in ("", SERVICE_NAME):
+            self.health.set(service, status)
+
+    def start(self) -> None:
+        """Accept connections (health answers NOT_SERVING until :meth:`load`)."""
+        interrupted = self.store.mark_interrupted()
+        if interrupted:
+            log.warning("recorded %d evaluations interrupted by the last shutdown as ERROR", len(interrupted))
+        self._grpc.start()
+        log.info("gate listening on %s", self.address)
+
+    def load(self) -> None:
+        """Load datasets and policies, then report SERVING."""
+        registry = Registry.load(self.config.datasets, self.config.policies)
+        self.servicer.registry = registry
+        self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        log.info(
+            "serving %d datasets (%s) and %d policies (%s)",
+            len(registry.datasets),
+            ", ".join(sorted(registry.datasets)),
+            len(registry.policies),
+            ", ".join(sorted(registry.policies)),
+        )
+
+    def wait(self) -> None:
+        self._grpc.wait_for_termination()
+
+    def stop(self, grace: float | None = 2.0) -> None:
+        self.health.enter_graceful_shutdown()
+        self._grpc.stop(grace).wait()
+        self.store.close()
+
+    def __enter__(self) -> GateServer:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop(grace=None)
+
+
+def create_server(config: ServerConfig) -> tuple[GateServer, int]:
+    """A started, loaded server and the port it listens on."""
+    server = GateServer(config)
+    try:
+        server.start()
+        server.load()
+    except BaseException:
+        server.stop(grace=None)
+        raise
+    return server, server.port

@@ -1,0 +1,312 @@
+"""The GateService implementation: it validates requests, converts messages to domain
+objects and back, and delegates to the model store, the registry, ``evaluate`` and the
+audit store. Errors leave as exceptions; the interceptor turns them into status codes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Generator, Iterator
+from typing import Any
+
+import grpc
+
+from gate._proto.gate.v1 import gate_pb2 as pb
+from gate._proto.gate.v1 import gate_pb2_grpc as pb_grpc
+from gate.config import ServerConfig
+from gate.errors import (
+    CancelledError,
+    EvaluationTimeoutError,
+    GateError,
+    NotFoundError,
+    NotReadyError,
+    PolicyError,
+    RequestError,
+)
+from gate.evaluation import evaluate
+from gate.inference import load_model
+from gate.policy import Policy, parse_policy
+from gate.registry import SHA256_RE, ModelStore, Registry
+from gate.server import convert
+from gate.server.admission import Admission
+from gate.store import AuditStore
+from gate.verdict import Decision, Verdict
+
+log = logging.getLogger(__name__)
+
+PROGRESS_INTERVAL_S = 0.1  # at most ten progress events a second, plus the last one
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+class GateServicer(pb_grpc.GateServiceServicer):  # type: ignore[misc,unused-ignore]
+    def __init__(self, config: ServerConfig, store: AuditStore, models: ModelStore) -> None:
+        self.config = config
+        self.store = store
+        self.models = models
+        self.admission = Admission(running=config.max_concurrent_evaluations, queued=config.max_queued_evaluations)
+        self.registry: Registry | None = None
+
+    # -- helpers ---------------------------------------------------------------------
+
+    def _ready(self) -> Registry:
+        if self.registry is None:
+            raise NotReadyError("the server is still loading its datasets and policies; retry shortly")
+        return self.registry
+
+    # -- models ----------------------------------------------------------------------
+
+    def UploadModel(self, request_iterator: Iterator[pb.ModelChunk], context: grpc.ServicerContext) -> pb.ModelRef:
+        first = next(request_iterator, None)
+        if first is None:
+            raise RequestError("empty upload: the first chunk must carry sha256 and total_size")
+        sha = first.sha256.lower()
+        if not SHA256_RE.match(sha):
+            raise RequestError(f"sha256={first.sha256!r} is not valid; it should be 64 hex digits")
+        if first.total_size == 0:
+            raise RequestError("total_size must be the model's size in bytes (> 0)")
+
+        def chunks() -> Iterator[bytes]:
+            yield first.data
+            for chunk in request_iterator:
+                yield chunk.data
+
+        if self.models.path(sha).is_file():
+            # idempotent: drain the stream, verifying nothing is lost by skipping the write
+            size = sum(len(c) for c in chunks())
+            if size != first.total_size:
+                raise RequestError(f"upload ended after {size} of the declared {first.total_size} bytes")
+            stored_size = self.models.path(sha).stat().st_size
+            log.info("model %s already present", sha)
+            return pb.ModelRef(sha256=sha, size=stored_size, already_present=True)
+        stored = self.models.put(sha, first.total_size, chunks(), validate=_validate_onnx)
+        log.info("stored model %s (%d bytes, %s)", sha, stored.size, first.filename or "unnamed")
+        return pb.ModelRef(sha256=sha, size=stored.size, already_present=stored.already_present)
+
+    # -- evaluations -----------------------------------------------------------------
+
+    def Evaluate(self, request: pb.EvaluateRequest, context: grpc.ServicerContext) -> Iterator[pb.EvaluateEvent]:
+        registry = self._ready()
+        evaluation_id = uuid.uuid4().hex
+        labels = convert.labels_to_dict(request.labels)
+        which = request.WhichOneof("policy")
+        policy_label = request.policy_name if which == "policy_name" else "<inline>"
+        provider = convert.PROVIDERS.get(request.provider, self.config.default_provider)
+        model_name = request.model_name or None
+        self.store.record_accepted(
+            evaluation_id=evaluation_id,
+            model_sha256=request.model_sha256,
+            model_name=model_name,
+            dataset=request.dataset,
+            policy=policy_label,
+            labels=labels,
+            requested_provider=provider,
+        )
+        verdict = Verdict(
+            decision=Decision.ERROR,
+            started_at=_now(),
+            evaluation_id=evaluation_id,
+            labels=labels,
+            model={"sha256": request.model_sha256, "path": model_name},
+            dataset={"name": request.dataset},
+            policy={"name": policy_label},
+            runtime={"requested_provider": provider},
+        )
+        try:
+            model_path = self.models.get(request.model_sha256.lower())
+            dataset = registry.dataset(request.dataset)
+            policy = self._policy(request, registry)
+            policy.check_classes(dataset.classes)
+            self.admission.acquire(context.is_active)
+        except GateError as e:
+            verdict.error = {"type": e.kind, "message": e.message}
+            self._finish(verdict)
+            raise
+        try:
+            yield pb.EvaluateEvent(accepted=pb.Accepted(evaluation_id=evaluation_id))
+            verdict = yield from self._run(request, context, verdict, model_path, dataset, policy, provider)
+            yield pb.EvaluateEvent(verdict=convert.domain_verdict_to_pb(verdict))
+        finally:
+            self._finish(verdict)
+            self.admission.release()
+
+    def _policy(self, request: pb.EvaluateRequest, registry: Registry) -> Policy:
+        which = request.WhichOneof("policy")
+        if which == "policy_name":
+            return registry.policy(request.policy_name)
+        if which == "policy_yaml":
+            return parse_policy(request.policy_yaml, source="<inline>")
+        raise RequestError("the request names no policy: set policy_name or policy_yaml")
+
+    def _run(
+        self,
+        request: pb.EvaluateRequest,
+        context: grpc.ServicerContext,
+        verdict: Verdict,
+        model_path: Any,
+        dataset: Any,
+        policy: Policy,
+        provider: Any,
+    ) -> Generator[pb.EvaluateEvent, None, Verdict]:
+        """Evaluate on a worker thread; relay its progress as events; enforce the deadline
+        and the client's cancellation between batches."""
+        events: queue.Queue[tuple[str, Any]] = queue.Queue()
+        deadline = time.monotonic() + self.config.evaluation_timeout_s
+        stop = threading.Event()
+
+        def progress(done: int, total: int) -> None:
+            if stop.is_set() or not context.is_active():
+                raise CancelledError("the client cancelled the evaluation")
+            if time.monotonic() > deadline:
+                raise EvaluationTimeoutError(
+                    f"evaluation exceeded the server's limit of {self.config.evaluation_timeout_s:g} s"
+                )
+            events.put(("progress", (done, total)))
+
+        def work() -> None:
+            try:
+                result = evaluate(
+                    model_path,
+                    dataset,
+                    policy,
+                    provider=provider,
+                    batch_size=request.batch_size or self.config.default_batch_size,
+                    progress=progress,
+                    model_name=verdict.model.get("path"),
+                )
+            except BaseException as e:  # evaluate never raises for bad input; anything else is ours
+                events.put(("crash", e))
+            else:
+                events.put(("verdict", result))
+
+        threading.Thread(target=work, name=f"gate-eval-{verdict.evaluation_id}", daemon=True).start()
+        try:
+            return (yield from self._relay(events, deadline, stop, context, verdict))
+        finally:
+            stop.set()  # the worker stops at its next batch if the call ended early
+
+    def _relay(
+        self,
+        events: queue.Queue[tuple[str, Any]],
+        deadline: float,
+        stop: threading.Event,
+        context: grpc.ServicerContext,
+        verdict: Verdict,
+    ) -> Generator[pb.EvaluateEvent, None, Verdict]:
+        last_sent = 0.0
+        while True:
+            try:
+                kind, payload = events.get(timeout=max(0.05, min(1.0, deadline - time.monotonic())))
+            except queue.Empty:
+                if time.monotonic() > deadline:
+                    stop.set()
+                    verdict.error = {
+                        "type": EvaluationTimeoutError.kind,
+                        "message": f"evaluation exceeded the server's limit of {self.config.evaluation_timeout_s:g} s",
+                    }
+                    return verdict
+                if not context.is_active():
+                    stop.set()
+                    verdict.error = {"type": CancelledError.kind, "message": "the client cancelled the evaluation"}
+                    return verdict
+                continue
+            if kind == "progress":
+                done, total = payload
+                now = time.monotonic()
+                if done == total or now - last_sent >= PROGRESS_INTERVAL_S:
+                    last_sent = now
+                    yield pb.EvaluateEvent(progress=pb.Progress(done=done, total=total))
+            elif kind == "crash":
+                log.error("evaluation %s crashed", verdict.evaluation_id, exc_info=payload)
+                verdict.error = {"type": "InternalError", "message": f"internal error: {type(payload).__name__}"}
+                return verdict
+            else:
+                result: Verdict = payload
+                result.evaluation_id, result.labels = verdict.evaluation_id, verdict.labels
+                return result
+
+    def _finish(self, verdict: Verdict) -> None:
+        """Record the verdict; an evaluation that ended without one is recorded as ERROR."""
+        if verdict.error is None and verdict.decision is Decision.ERROR:
+            verdict.error = {"type": CancelledError.kind, "message": "the call ended before the evaluation finished"}
+        if verdict.error is not None:
+            verdict.decision = Decision.ERROR
+        assert verdict.evaluation_id is not None
+        self.store.record_result(verdict.evaluation_id, verdict.to_dict())
+        log.info("evaluation %s: %s", verdict.evaluation_id, verdict.decision.value)
+
+    # -- the record ------------------------------------------------------------------
+
+    def GetVerdict(self, request: pb.GetVerdictRequest, context: grpc.ServicerContext) -> pb.EvaluationRecord:
+        record = self.store.get(request.evaluation_id)
+        if record is None:
+            raise NotFoundError(f"no evaluation with id {request.evaluation_id!r}")
+        return convert.record_to_pb(record)
+
+    def ListVerdicts(self, request: pb.ListVerdictsRequest, context: grpc.ServicerContext) -> pb.ListVerdictsResponse:
+        limit = request.limit or 50
+        if limit > 10_000:
+            raise RequestError(f"limit={limit} is not valid; it should be at most 10000")
+        records = self.store.list(
+            model_sha256=request.model_sha256 or None,
+            dataset=request.dataset or None,
+            policy=request.policy or None,
+            decision=convert.DECISION_NAMES.get(request.decision),
+            limit=limit,
+        )
+        return pb.ListVerdictsResponse(records=[convert.record_to_pb(r) for r in records])
+
+    def ListDatasets(self, request: pb.ListDatasetsRequest, context: grpc.ServicerContext) -> pb.ListDatasetsResponse:
+        registry = self._ready()
+        entries = []
+        for name, ds in sorted(registry.datasets.items()):
+            support = [int((ds.labels == i).sum()) for i in range(len(ds.classes))]
+            entries.append(
+                pb.DatasetEntry(
+                    name=name,
+                    sha256=ds.sha256,
+                    samples=len(ds),
+                    classes=ds.classes,
+                    description=(ds.spec.description or "").strip(),
+                    support=support,
+                )
+            )
+        return pb.ListDatasetsResponse(datasets=entries)
+
+    def ListPolicies(self, request: pb.ListPoliciesRequest, context: grpc.ServicerContext) -> pb.ListPoliciesResponse:
+        registry = self._ready()
+        return pb.ListPoliciesResponse(
+            policies=[
+                pb.PolicyEntry(
+                    name=name,
+                    sha256=p.sha256,
+                    description=(p.description or "").strip(),
+                    rule_ids=[r.id for r in p.rules],
+                    yaml=p.text,
+                )
+                for name, p in sorted(registry.policies.items())
+            ]
+        )
+
+    def ValidatePolicy(
+        self, request: pb.ValidatePolicyRequest, context: grpc.ServicerContext
+    ) -> pb.ValidatePolicyResponse:
+        try:
+            policy = parse_policy(request.policy_yaml, source="<inline>")
+            if request.dataset:
+                policy.check_classes(self._ready().dataset(request.dataset).classes)
+        except PolicyError as e:
+            return pb.ValidatePolicyResponse(valid=False, problems=e.problems or [e.message])
+        return pb.ValidatePolicyResponse(valid=True, name=policy.name, sha256=policy.sha256)
+
+
+def _validate_onnx(data: bytes) -> None:
+    """An upload must at least load in ONNX Runtime (on the CPU) to become a model."""
+    load_model(data, provider="cpu", source="the upload")
