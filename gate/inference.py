@@ -14,6 +14,7 @@ NaN or Inf in the output, is a ModelError.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import json
@@ -48,6 +49,12 @@ _ORT_TYPES: dict[str, Any] = {
 
 _cuda_preloaded = False
 
+# y = x as a serialized ONNX model (opset 17): enough to learn whether a provider initialises
+_PROBE_MODEL = (
+    b'\x08\t:;\n\x10\n\x01x\x12\x01y"\x08Identity\x12\x05probeZ\x0f\n\x01x\x12\n\n\x08\x08\x01\x12\x04\n\x02\x08\x01b'
+    b"\x0f\n\x01y\x12\n\n\x08\x08\x01\x12\x04\n\x02\x08\x01B\x04\n\x00\x10\x11"
+)
+
 
 def _preload_cuda() -> None:
     """Let onnxruntime find CUDA/cuDNN libraries installed as Python packages.
@@ -67,6 +74,21 @@ def _preload_cuda() -> None:
         log.debug("onnxruntime.preload_dlls failed: %s", e)
     if sink.getvalue().strip():
         log.debug("onnxruntime.preload_dlls: %s", sink.getvalue().strip())
+
+
+@functools.cache
+def cuda_runs() -> bool:
+    """Whether the CUDA execution provider really initialises here (asked once)."""
+    if CUDA not in ort.get_available_providers():
+        return False
+    ort.set_default_logger_severity(4)  # the probe's failure is the answer, not news
+    try:
+        load_model(_PROBE_MODEL, provider="cuda", source="the CUDA probe")
+    except ProviderError:
+        return False
+    finally:
+        ort.set_default_logger_severity(3)
+    return True
 
 
 def runtime_versions() -> dict[str, str]:

@@ -3,7 +3,6 @@ whether the CUDA execution provider really runs on this machine."""
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,22 +14,9 @@ import yaml
 
 from gate.client import GateClient
 from gate.config import load_config
-from gate.errors import ProviderError
-from gate.inference import load_model
+from gate.inference import cuda_runs
 from gate.server import GateServer, create_server
-from tests.models import lookup_model, predictions_for
-
-
-@functools.cache
-def cuda_runs() -> bool:
-    import onnxruntime
-
-    onnxruntime.set_default_logger_severity(4)  # the probe's expected failure is not news
-    try:
-        load_model(lookup_model(2), provider="cuda")
-    except ProviderError:
-        return False
-    return True
+from tests.models import predictions_for
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from gate.errors import ModelError, ProviderError
-from gate.inference import CPU, CUDA, check_compatible, load_model, predict
-from tests.conftest import cuda_runs
+from gate.inference import CPU, CUDA, check_compatible, cuda_runs, load_model, predict
 from tests.models import linear_softmax_model, lookup_model, rank3_output_model, two_input_model
 
 

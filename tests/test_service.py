@@ -20,6 +20,7 @@ from gate._proto.gate.v1 import gate_pb2 as pb
 from gate._proto.gate.v1 import gate_pb2_grpc as pb_grpc
 from gate.cli import main
 from gate.client import GateClientError
+from gate.inference import cuda_runs
 from gate.store import AuditStore
 from tests.conftest import ROOT, Served
 from tests.models import lookup_model, slow_lookup_model
@@ -366,3 +367,35 @@ def test_a_restart_records_unfinished_evaluations_as_error(serve: Callable[..., 
         assert "stopped before the evaluation completed" in record.verdict.error.message
     finally:
         again.stop(grace=None)
+
+
+class _BrokenStore:
+    """Stands in for an audit store whose disk failed in an unforeseen way."""
+
+    def list(self, **_: object) -> list[object]:
+        raise RuntimeError("disk on fire")
+
+
+def test_status_for_not_ready_cuda_and_the_unexpected(
+    serve: Callable[..., Served], caplog: pytest.LogCaptureFixture
+) -> None:
+    s = serve()
+    with s.client() as c:
+        sha = c.upload_model(lookup_model(3)).sha256
+        if not cuda_runs():
+            code, details = _status(lambda: c.evaluate(sha, "pets", policy_name="default", provider="cuda"))
+            assert code == "FAILED_PRECONDITION" and "CUDA execution provider cannot run on this server" in details
+            recorded = c.list_verdicts(decision="ERROR")
+            assert json.loads(recorded[0].verdict.verdict_json)["error"]["type"] == "ProviderError"
+        registry, s.server.servicer.registry = s.server.servicer.registry, None
+        code, details = _status(lambda: c.list_datasets())
+        assert code == "UNAVAILABLE" and "still loading" in details
+        s.server.servicer.registry = registry
+        store, s.server.servicer.store = s.server.servicer.store, _BrokenStore()  # type: ignore[assignment]
+        try:
+            code, details = _status(lambda: c.list_verdicts())
+        finally:
+            s.server.servicer.store = store
+        assert code == "INTERNAL" and details.startswith("internal error (incident ") and "disk" not in details
+        assert "disk on fire" in caplog.text  # the traceback is in the server's log
+        assert c.health() == "SERVING"

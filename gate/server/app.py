@@ -19,6 +19,7 @@ from gate._proto.gate.v1 import gate_pb2 as pb
 from gate._proto.gate.v1 import gate_pb2_grpc as pb_grpc
 from gate.config import ServerConfig
 from gate.errors import InternalError
+from gate.inference import cuda_runs
 from gate.registry import ModelStore, Registry
 from gate.server.interceptors import ErrorInterceptor
 from gate.server.servicer import GateServicer
@@ -76,6 +77,11 @@ class GateServer:
             log.warning("recorded %d evaluations interrupted by the last shutdown as ERROR", len(interrupted))
         self._grpc.start()
         log.info("gate listening on %s", self.address)
+        log.info(
+            "execution providers: %s (default provider: %s)",
+            "CUDA and CPU" if cuda_runs() else "CPU only (CUDA cannot run here)",
+            self.config.default_provider,
+        )
 
     def load(self) -> None:
         """Load datasets and policies, then report SERVING."""

@@ -26,10 +26,11 @@ from gate.errors import (
     NotFoundError,
     NotReadyError,
     PolicyError,
+    ProviderError,
     RequestError,
 )
 from gate.evaluation import evaluate
-from gate.inference import load_model
+from gate.inference import cuda_runs, load_model
 from gate.policy import Policy, parse_policy
 from gate.registry import SHA256_RE, ModelStore, Registry
 from gate.server import convert
@@ -124,6 +125,10 @@ class GateServicer(pb_grpc.GateServiceServicer):  # type: ignore[misc,unused-ign
             dataset = registry.dataset(request.dataset)
             policy = self._policy(request, registry)
             policy.check_classes(dataset.classes)
+            if provider == "cuda" and not cuda_runs():
+                raise ProviderError(
+                    "provider 'cuda' requested, but the CUDA execution provider cannot run on this server"
+                )
             self.admission.acquire(context.is_active)
         except GateError as e:
             verdict.error = {"type": e.kind, "message": e.message}
