@@ -64,8 +64,16 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--output", type=Path, help="write the report to this file (atomically) instead of stdout")
     ev.add_argument("--provider", choices=PROVIDERS, default="auto", help="execution provider (default: auto)")
     ev.add_argument(
-        "--batch-size", type=int, help="samples per inference batch (default: 64; 1 for fixed-batch models)"
+        "--batch-size",
+        type=int,
+        help="samples per inference batch (default: about 24 MiB of input; a fixed-batch model's own size)",
     )
+    ev.add_argument(
+        "--cache-dir",
+        type=Path,
+        help="tensor and result caches (default: $GATE_CACHE_DIR, else $XDG_CACHE_HOME/gate or ~/.cache/gate)",
+    )
+    ev.add_argument("--no-cache", action="store_true", help="decode and infer from scratch; write no cache")
 
     ck = sub.add_parser(
         "check",
@@ -128,10 +136,21 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _default_cache_dir() -> Path:
+    if os.environ.get("GATE_CACHE_DIR"):
+        return Path(os.environ["GATE_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "gate"
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
+    from gate.cache import Caches
     from gate.evaluation import evaluate
 
-    verdict = evaluate(args.model, args.dataset, args.policy, provider=args.provider, batch_size=args.batch_size)
+    caches = None if args.no_cache else Caches.at(args.cache_dir or _default_cache_dir())
+    verdict = evaluate(
+        args.model, args.dataset, args.policy, provider=args.provider, batch_size=args.batch_size, caches=caches
+    )
     if verdict.error:
         logging.getLogger("gate").error("%s: %s", verdict.error["type"], verdict.error["message"])
     return _emit(verdict, args.format, args.output, "eval")

@@ -124,15 +124,18 @@ class GateClient:
         elif policy_name is not None:
             request.policy_name = policy_name
         evaluation_id = ""
-        for event in self._stub.Evaluate(request, timeout=self.timeout):
+        result: Evaluation | None = None
+        for event in self._stub.Evaluate(request, timeout=self.timeout):  # read to the end of the stream
             kind = event.WhichOneof("event")
             if kind == "accepted":
                 evaluation_id = event.accepted.evaluation_id
             elif kind == "progress" and on_progress is not None:
                 on_progress(event.progress.done, event.progress.total)
             elif kind == "verdict":
-                return Evaluation(evaluation_id or event.verdict.evaluation_id, event.verdict)
-        raise GateClientError("UNKNOWN", "the evaluation stream ended without a verdict")
+                result = Evaluation(evaluation_id or event.verdict.evaluation_id, event.verdict)
+        if result is None:
+            raise GateClientError("UNKNOWN", "the evaluation stream ended without a verdict")
+        return result
 
     @_rpc
     def get_verdict(self, evaluation_id: str) -> pb.EvaluationRecord:

@@ -3,7 +3,7 @@ overridden by command-line flags.
 
 ```yaml
 listen: 127.0.0.1:50051
-data_dir: ./gate-data           # model store, audit database
+data_dir: ./gate-data           # model store, caches, audit database
 datasets: [datasets/pets.yaml]  # dataset spec files, or directories of them
 policies: policies/             # directories (or files) of policies, addressed by `name`
 max_model_bytes: 2147483648
@@ -11,7 +11,7 @@ max_concurrent_evaluations: 2   # evaluations running at once
 max_queued_evaluations: 8       # waiting beyond those; more is RESOURCE_EXHAUSTED
 evaluation_timeout_s: 900
 default_provider: auto          # auto | cuda | cpu
-default_batch_size: 64
+default_batch_size: null         # null: chosen per model (about 24 MiB of input)
 ```
 
 Relative paths in a file are relative to that file; in the environment (e.g.
@@ -62,7 +62,7 @@ class ServerConfig(BaseSettings):
     max_queued_evaluations: int = Field(default=8, ge=0, le=10_000)
     evaluation_timeout_s: float = Field(default=900.0, gt=0)
     default_provider: Provider = "auto"
-    default_batch_size: int = Field(default=64, ge=1)
+    default_batch_size: int | None = Field(default=None, ge=1)  # None: chosen per model
 
     @field_validator("datasets", "policies", mode="before")
     @classmethod
@@ -96,6 +96,10 @@ class ServerConfig(BaseSettings):
     @property
     def model_dir(self) -> Path:
         return self.data_dir / "models"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.data_dir / "cache"
 
 
 _PATH_KEYS = ("data_dir", "datasets", "policies")

@@ -8,21 +8,23 @@ Only a complete evaluation in which every block rule passed is PASS.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-from gate.datasets import Dataset, load_dataset
+from gate.cache import Caches, ResultCache
+from gate.datasets import Dataset, TensorCacheUse, load_dataset
 from gate.errors import GateError, InternalError, ModelError, RequestError
 from gate.inference import (
-    DEFAULT_BATCH_SIZE,
     Provider,
+    auto_batch_size,
     check_compatible,
     load_model,
     predict,
+    resolve_provider,
     runtime_versions,
 )
 from gate.metrics import ClassificationMetrics
@@ -58,12 +60,16 @@ def evaluate(
     batch_size: int | None = None,
     progress: ProgressFn | None = None,
     model_name: str | None = None,
+    caches: Caches | None = None,
 ) -> Verdict:
     """Run ``model`` on ``dataset`` and judge it by ``policy``; never raises for bad input.
 
     ``progress(done, total)`` is called after each batch; an exception it raises (a
     GateError such as a cancellation or a timeout) stops the evaluation with ERROR.
-    ``model_name`` names the model in the verdict instead of its path.
+    ``model_name`` names the model in the verdict instead of its path. ``caches`` (see
+    :mod:`gate.cache`) lets repeated evaluations skip decoding, session creation and,
+    for a model and set already evaluated, inference; the verdict's ``runtime.cache``
+    says what was reused.
     """
     started = time.perf_counter()
     verdict = Verdict(
@@ -74,7 +80,16 @@ def evaluate(
     name = model_name if model_name is not None else None if isinstance(model, bytes) else str(model)
     verdict.model = {"sha256": None, "path": name}
     try:
-        _run(verdict, model, dataset, policy, provider=provider, batch_size=batch_size, progress=progress)
+        _run(
+            verdict,
+            model,
+            dataset,
+            policy,
+            provider=provider,
+            batch_size=batch_size,
+            progress=progress,
+            caches=caches,
+        )
     except GateError as e:
         verdict.decision = Decision.ERROR
         verdict.error = {"type": e.kind, "message": e.message}
@@ -95,6 +110,7 @@ def _run(
     provider: Provider,
     batch_size: int | None,
     progress: ProgressFn | None,
+    caches: Caches | None,
 ) -> None:
     if batch_size is not None and batch_size < 1:
         raise RequestError(f"batch_size={batch_size} is not valid; it should be >= 1")
@@ -111,22 +127,50 @@ def _run(
     pol.check_classes(ds.classes)
 
     data, source = _read_model(model)
-    loaded = load_model(data, provider=provider, source=source)
-    verdict.model = {"sha256": loaded.sha256, "path": verdict.model["path"], "bytes": len(data)}
-    runtime: dict[str, Any] = loaded.runtime()
-    verdict.runtime = runtime
-    check_compatible(loaded, ds.classes, ds.sample_shape)
-
-    size = loaded.fixed_batch or batch_size or DEFAULT_BATCH_SIZE
-    runtime["batch_size"] = size
-    preds = predict(
-        loaded,
-        ds.batches(size),
-        n_classes=len(ds.classes),
-        total=len(ds),
-        sample_ids=ds.sample_ids,
-        progress=progress,
+    source = verdict.model["path"] or source  # messages name the model as the caller does
+    sha = hashlib.sha256(data).hexdigest()
+    verdict.model = {"sha256": sha, "path": verdict.model["path"], "bytes": len(data)}
+    caches = caches or Caches()
+    cache_report: dict[str, str] = {}
+    key = ResultCache.key(
+        model_sha256=sha,
+        dataset_sha256=ds.sha256,
+        provider=resolve_provider(provider),
+        onnxruntime=runtime_versions()["onnxruntime"],
     )
+    preds = caches.results.get(key, len(ds), len(ds.classes)) if caches.results else None
+    if preds is not None:
+        # the same model on the same set with the same runtime: its predictions are known
+        cache_report["results"] = "hit"
+        verdict.runtime = {
+            **runtime_versions(),
+            "provider": resolve_provider(provider),
+            "requested_provider": provider,
+        }
+        if progress is not None:
+            progress(len(ds), len(ds))
+    else:
+        if caches.sessions is not None:
+            loaded, session_hit = caches.sessions.get(data, provider=provider, source=source)
+            cache_report["session"] = "hit" if session_hit else "miss"
+        else:
+            loaded = load_model(data, provider=provider, source=source)
+        verdict.runtime = loaded.runtime()
+        check_compatible(loaded, ds.classes, ds.sample_shape)
+        size = loaded.fixed_batch or batch_size or auto_batch_size(ds.sample_shape)
+        verdict.runtime["batch_size"] = size
+        tensor_use = TensorCacheUse()
+        batches = caches.tensors.batches(ds, size, tensor_use) if caches.tensors else ds.batches(size)
+        preds = predict(
+            loaded, batches, n_classes=len(ds.classes), total=len(ds), sample_ids=ds.sample_ids, progress=progress
+        )
+        if caches.tensors is not None:
+            cache_report["tensors"] = tensor_use.status
+        if caches.results is not None:
+            caches.results.put(key, preds)
+            cache_report["results"] = "miss"
+    if cache_report:
+        verdict.runtime["cache"] = cache_report
     metrics = ClassificationMetrics.from_predictions(ds.labels, preds.labels, ds.classes)
     verdict.metrics = metrics.to_dict()
     verdict.rules = apply_policy(pol, metrics)

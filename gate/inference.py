@@ -14,11 +14,14 @@ NaN or Inf in the output, is a ModelError.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import io
 import json
 import logging
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -258,6 +261,55 @@ def check_compatible(model: LoadedModel, classes: Sequence[str], sample_shape: t
             f" samples have shape {list(sample_shape)} (adjust the dataset spec's preprocess:"
             " resize, crop, channels, layout)"
         )
+
+
+class SessionCache:
+    """Loaded models by (SHA-256, requested provider), least recently used dropped first.
+
+    ONNX Runtime sessions are safe to run from several threads at once, so evaluations
+    of the same model share one; creating a session (graph optimisation, weights to the
+    device) is paid once.
+    """
+
+    def __init__(self, capacity: int = 4) -> None:
+        self.capacity = capacity
+        self._entries: OrderedDict[tuple[str, str], LoadedModel] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, data: bytes, *, provider: Provider, source: str) -> tuple[LoadedModel, bool]:
+        """The loaded model for ``data`` and whether it came from the cache."""
+        key = (hashlib.sha256(data).hexdigest(), provider)
+        with self._lock:
+            hit = self._entries.get(key)
+            if hit is not None:
+                self._entries.move_to_end(key)
+                return dataclasses.replace(hit, source=source, notes=list(hit.notes)), True
+        loaded = load_model(data, provider=provider, source=source)
+        with self._lock:
+            self._entries[key] = loaded
+            while len(self._entries) > self.capacity:
+                self._entries.popitem(last=False)
+        return loaded, False
+
+
+def resolve_provider(provider: Provider) -> str:
+    """The execution provider ``provider`` will run on here, without loading a model."""
+    if provider == "cpu":
+        return CPU
+    if cuda_runs():
+        return CUDA
+    if provider == "cuda":
+        raise ProviderError("provider 'cuda' requested, but the CUDA execution provider cannot run here")
+    return CPU
+
+
+def auto_batch_size(sample_shape: tuple[int, ...], itemsize: int = 4) -> int:
+    """A batch of about 24 MiB of input, as a power of two between 8 and 512: large
+    enough to keep the runtime busy, small enough to stay in cache and memory."""
+    sample_bytes = max(1, int(np.prod(sample_shape)) * itemsize)
+    target = (24 << 20) // sample_bytes
+    size = 1 << max(0, target.bit_length() - 1)
+    return int(min(512, max(8, size)))
 
 
 @dataclass

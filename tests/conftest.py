@@ -29,6 +29,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`gate eval` caches under $GATE_CACHE_DIR: give every test its own."""
+    monkeypatch.setenv("GATE_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+
+
 PETS = ["cat", "dog", "rabbit"]
 TUTORIAL = [[50, 2, 3], [4, 45, 1], [2, 3, 40]]
 

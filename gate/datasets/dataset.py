@@ -93,37 +93,47 @@ class _ImageSamples:
     def __len__(self) -> int:
         return len(self._files)
 
-    def tensor(self, i: int) -> npt.NDArray[np.float32]:
-        """The model input for sample ``i``, checked against the load-time digest."""
+    @property
+    def pixel_shape(self) -> tuple[int, int, int]:
+        """(H, W, C) of one sample's 8-bit pixels, before normalisation."""
+        if self._preprocess.layout == "NCHW":
+            c, h, w = self.sample_shape
+        else:
+            h, w, c = self.sample_shape
+        return h, w, c
+
+    def pixels(self, i: int) -> npt.NDArray[np.uint8]:
+        """Sample ``i``'s pixels after resize and crop, checked against the load-time digest."""
         name = self._names[i]
         data = _read_file(self._files[i], name)
         if hashlib.sha256(data).hexdigest() != self._digests[i]:
             # The hash reported for this dataset must describe what was evaluated.
             raise DatasetError(f"image {name} ({self._files[i]}) changed after the dataset was loaded; reload it")
-        tensor = images.load_tensor(data, self._preprocess, name)
-        if tensor.shape != self.sample_shape:
+        pixels = images.load_pixels(data, self._preprocess, name)
+        if pixels.shape != self.pixel_shape:
             # The header promised another size than the decoder delivered.
+            expected = images.describe_shape(self.sample_shape, self._preprocess)
             raise DatasetError(
-                f"image {name} decodes to {images.describe_shape(tensor.shape, self._preprocess)} after "
-                f"preprocessing, expected {images.describe_shape(self.sample_shape, self._preprocess)}"
+                f"image {name} decodes to {pixels.shape[0]}x{pixels.shape[1]} (HxW) after preprocessing, "
+                f"expected {expected}"
             )
-        return tensor
+        return pixels
 
-    def iter_batches(self, batch_size: int) -> Iterator[npt.NDArray[Any]]:
+    def iter_pixel_batches(self, batch_size: int) -> Iterator[npt.NDArray[np.uint8]]:
+        """8-bit pixel batches (B, H, W, C), decoded on the pool one batch ahead."""
         n = len(self._files)
-        starts = range(0, n, batch_size)
         pool = ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="gate-decode")
         try:
 
-            def submit(start: int) -> list[Future[npt.NDArray[np.float32]]]:
-                return [pool.submit(self.tensor, i) for i in range(start, min(start + batch_size, n))]
+            def submit(start: int) -> list[Future[npt.NDArray[np.uint8]]]:
+                return [pool.submit(self.pixels, i) for i in range(start, min(start + batch_size, n))]
 
             ahead = submit(0)
-            for start in starts:
+            for start in range(0, n, batch_size):
                 current = ahead
                 if start + batch_size < n:
                     ahead = submit(start + batch_size)
-                out = np.empty((len(current), *self.sample_shape), dtype=np.float32)
+                out = np.empty((len(current), *self.pixel_shape), dtype=np.uint8)
                 # Results are taken in sample order, so the error reported is that of
                 # the first bad sample, whatever the threads' timing.
                 for k, future in enumerate(current):
@@ -131,6 +141,13 @@ class _ImageSamples:
                 yield out
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+
+    def normalise(self, pixels: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+        return images.normalise(pixels, self._preprocess)
+
+    def iter_batches(self, batch_size: int) -> Iterator[npt.NDArray[Any]]:
+        for pixels in self.iter_pixel_batches(batch_size):
+            yield self.normalise(pixels)
 
 
 class Dataset:
@@ -187,6 +204,11 @@ class Dataset:
             f"Dataset(name={self.name!r}, samples={len(self)}, classes={len(self.classes)}, "
             f"sample_shape={self.sample_shape}, sha256={self.sha256[:12]}...)"
         )
+
+    @property
+    def pixel_source(self) -> _ImageSamples | None:
+        """The decoder of an image dataset (None for tensors from an .npz)."""
+        return self._samples if isinstance(self._samples, _ImageSamples) else None
 
     def batches(self, batch_size: int) -> Iterator[npt.NDArray[Any]]:
         """Consecutive batches in sample order, each of shape ``(b, *sample_shape)``.

@@ -111,8 +111,12 @@ def decode(data: bytes, preprocess: Preprocess, name: str) -> Image.Image:
         raise DatasetError(f"cannot read image {name}: {_reason(exc)}") from exc
 
 
-def to_tensor(image: Image.Image, preprocess: Preprocess, name: str) -> npt.NDArray[np.float32]:
-    """Resize, crop, normalise and lay out a decoded image (mode RGB or L)."""
+def to_pixels(image: Image.Image, preprocess: Preprocess, name: str) -> npt.NDArray[np.uint8]:
+    """Resize and crop a decoded image (mode RGB or L): its 8-bit pixels, (H, W, C).
+
+    This is the compact form the tensor cache stores; :func:`normalise` turns a batch of
+    it into model input.
+    """
     if preprocess.resize is not None:
         w, h = image.size
         new_h, new_w = resized_size((h, w), preprocess.resize)
@@ -123,22 +127,42 @@ def to_tensor(image: Image.Image, preprocess: Preprocess, name: str) -> npt.NDAr
         ch, cw = _check_crop((h, w), preprocess.crop, name)
         left, top = (w - cw) // 2, (h - ch) // 2
         image = image.crop((left, top, left + cw, top + ch))
-    arr: npt.NDArray[np.float32] = np.asarray(image, dtype=np.float32)
+    arr: npt.NDArray[np.uint8] = np.asarray(image, dtype=np.uint8)
     if arr.ndim == 2:
         arr = arr[:, :, np.newaxis]
+    return arr
+
+
+def normalise(pixels: npt.NDArray[np.uint8], preprocess: Preprocess) -> npt.NDArray[np.float32]:
+    """A batch of 8-bit pixels (B, H, W, C) to model input: channel order, ``/ scale``,
+    ``- mean``, ``/ std``, layout. Element for element the same arithmetic whatever the
+    batch size, so cached and freshly decoded images give identical tensors."""
+    x = pixels.astype(np.float32)
     if preprocess.channels == "BGR":
-        arr = arr[:, :, ::-1]
-    arr = arr / np.float32(preprocess.scale)
+        x = x[..., ::-1]
+    x /= np.float32(preprocess.scale)
     mean = np.asarray(preprocess.mean, dtype=np.float32)
     std = np.asarray(preprocess.std, dtype=np.float32)
     # Identity mean/std (the defaults) are skipped: same result, two fewer passes.
     if np.any(mean != 0):
-        arr = arr - mean
+        x -= mean
     if np.any(std != 1):
-        arr = arr / std
+        x /= std
     if preprocess.layout == "NCHW":
-        arr = arr.transpose(2, 0, 1)
-    return np.ascontiguousarray(arr, dtype=np.float32)
+        x = x.transpose(0, 3, 1, 2)
+    out: npt.NDArray[np.float32] = np.ascontiguousarray(x, dtype=np.float32)
+    return out
+
+
+def to_tensor(image: Image.Image, preprocess: Preprocess, name: str) -> npt.NDArray[np.float32]:
+    """Resize, crop, normalise and lay out a decoded image (mode RGB or L)."""
+    tensor: npt.NDArray[np.float32] = normalise(to_pixels(image, preprocess, name)[np.newaxis], preprocess)[0]
+    return tensor
+
+
+def load_pixels(data: bytes, preprocess: Preprocess, name: str) -> npt.NDArray[np.uint8]:
+    """Image bytes to one sample's 8-bit pixels after resize and crop, (H, W, C)."""
+    return to_pixels(decode(data, preprocess, name), preprocess, name)
 
 
 def load_tensor(data: bytes, preprocess: Preprocess, name: str) -> npt.NDArray[np.float32]:

@@ -17,6 +17,7 @@ from grpc_reflection.v1alpha import reflection
 
 from gate._proto.gate.v1 import gate_pb2 as pb
 from gate._proto.gate.v1 import gate_pb2_grpc as pb_grpc
+from gate.cache import Caches
 from gate.config import ServerConfig
 from gate.errors import InternalError
 from gate.inference import cuda_runs
@@ -36,7 +37,7 @@ class GateServer:
         self.config = config
         self.store = AuditStore(config.audit_db)
         self.models = ModelStore(config.model_dir, max_bytes=config.max_model_bytes)
-        self.servicer = GateServicer(config, self.store, self.models)
+        self.servicer = GateServicer(config, self.store, self.models, Caches.at(config.cache_dir))
         # queued evaluations hold a thread while they wait; keep some for everything else
         workers = config.max_concurrent_evaluations + config.max_queued_evaluations + 8
         self._grpc = grpc.server(

@@ -11,10 +11,11 @@ from typing import Any
 from google.protobuf import struct_pb2
 
 from gate._proto.gate.v1 import gate_pb2 as pb
+from gate.inference import Provider
 from gate.report import render_json
 from gate.verdict import Verdict
 
-PROVIDERS = {pb.PROVIDER_AUTO: "auto", pb.PROVIDER_CUDA: "cuda", pb.PROVIDER_CPU: "cpu"}
+PROVIDERS: dict[int, Provider] = {pb.PROVIDER_AUTO: "auto", pb.PROVIDER_CUDA: "cuda", pb.PROVIDER_CPU: "cpu"}
 DECISIONS = {"PASS": pb.PASS, "FAIL": pb.FAIL, "ERROR": pb.ERROR}
 DECISION_NAMES = {v: k for k, v in DECISIONS.items()}
 

@@ -18,6 +18,7 @@ import grpc
 
 from gate._proto.gate.v1 import gate_pb2 as pb
 from gate._proto.gate.v1 import gate_pb2_grpc as pb_grpc
+from gate.cache import Caches
 from gate.config import ServerConfig
 from gate.errors import (
     CancelledError,
@@ -30,7 +31,7 @@ from gate.errors import (
     RequestError,
 )
 from gate.evaluation import evaluate
-from gate.inference import cuda_runs, load_model
+from gate.inference import cuda_runs
 from gate.policy import Policy, parse_policy
 from gate.registry import SHA256_RE, ModelStore, Registry
 from gate.server import convert
@@ -48,8 +49,9 @@ def _now() -> str:
 
 
 class GateServicer(pb_grpc.GateServiceServicer):  # type: ignore[misc,unused-ignore]
-    def __init__(self, config: ServerConfig, store: AuditStore, models: ModelStore) -> None:
+    def __init__(self, config: ServerConfig, store: AuditStore, models: ModelStore, caches: Caches) -> None:
         self.config = config
+        self.caches = caches
         self.store = store
         self.models = models
         self.admission = Admission(running=config.max_concurrent_evaluations, queued=config.max_queued_evaluations)
@@ -87,7 +89,7 @@ class GateServicer(pb_grpc.GateServiceServicer):  # type: ignore[misc,unused-ign
             stored_size = self.models.path(sha).stat().st_size
             log.info("model %s already present", sha)
             return pb.ModelRef(sha256=sha, size=stored_size, already_present=True)
-        stored = self.models.put(sha, first.total_size, chunks(), validate=_validate_onnx)
+        stored = self.models.put(sha, first.total_size, chunks())
         log.info("stored model %s (%d bytes, %s)", sha, stored.size, first.filename or "unnamed")
         return pb.ModelRef(sha256=sha, size=stored.size, already_present=stored.already_present)
 
@@ -120,8 +122,9 @@ class GateServicer(pb_grpc.GateServiceServicer):  # type: ignore[misc,unused-ign
             policy={"name": policy_label},
             runtime={"requested_provider": provider},
         )
+        admitted = False
         try:
-            model_path = self.models.get(request.model_sha256.lower())
+            self.models.get(request.model_sha256.lower())
             dataset = registry.dataset(request.dataset)
             policy = self._policy(request, registry)
             policy.check_classes(dataset.classes)
@@ -130,17 +133,32 @@ class GateServicer(pb_grpc.GateServiceServicer):  # type: ignore[misc,unused-ign
                     "provider 'cuda' requested, but the CUDA execution provider cannot run on this server"
                 )
             self.admission.acquire(context.is_active)
+            admitted = True
+            # the model must load before the evaluation is accepted: a file that is not a
+            # loadable ONNX model is the request's fault (INVALID_ARGUMENT), and the session
+            # made here is the one the evaluation uses
+            model_bytes = self.models.read(request.model_sha256.lower())
+            if self.caches.sessions is not None:
+                self.caches.sessions.get(model_bytes, provider=provider, source=model_name or "the model")
         except GateError as e:
+            if admitted:
+                self.admission.release()
             verdict.error = {"type": e.kind, "message": e.message}
             self._finish(verdict)
             raise
+        recorded = False
         try:
             yield pb.EvaluateEvent(accepted=pb.Accepted(evaluation_id=evaluation_id))
-            verdict = yield from self._run(request, context, verdict, model_path, dataset, policy, provider)
+            verdict = yield from self._run(request, context, verdict, model_bytes, dataset, policy, provider)
+            # recorded before it is sent: a verdict a client has seen is always in the audit log
+            self._finish(verdict)
+            recorded = True
+            self.admission.release()
             yield pb.EvaluateEvent(verdict=convert.domain_verdict_to_pb(verdict))
         finally:
-            self._finish(verdict)
-            self.admission.release()
+            if not recorded:  # the call ended early (cancelled, or the server stopping)
+                self._finish(verdict)
+                self.admission.release()
 
     def _policy(self, request: pb.EvaluateRequest, registry: Registry) -> Policy:
         which = request.WhichOneof("policy")
@@ -155,7 +173,7 @@ class GateServicer(pb_grpc.GateServiceServicer):  # type: ignore[misc,unused-ign
         request: pb.EvaluateRequest,
         context: grpc.ServicerContext,
         verdict: Verdict,
-        model_path: Any,
+        model_bytes: bytes,
         dataset: Any,
         policy: Policy,
         provider: Any,
@@ -178,13 +196,14 @@ class GateServicer(pb_grpc.GateServiceServicer):  # type: ignore[misc,unused-ign
         def work() -> None:
             try:
                 result = evaluate(
-                    model_path,
+                    model_bytes,
                     dataset,
                     policy,
                     provider=provider,
                     batch_size=request.batch_size or self.config.default_batch_size,
                     progress=progress,
                     model_name=verdict.model.get("path"),
+                    caches=self.caches,
                 )
             except BaseException as e:  # evaluate never raises for bad input; anything else is ours
                 events.put(("crash", e))
@@ -244,7 +263,11 @@ class GateServicer(pb_grpc.GateServiceServicer):  # type: ignore[misc,unused-ign
         if verdict.error is not None:
             verdict.decision = Decision.ERROR
         assert verdict.evaluation_id is not None
-        self.store.record_result(verdict.evaluation_id, verdict.to_dict())
+        try:
+            self.store.record_result(verdict.evaluation_id, verdict.to_dict())
+        except GateError as e:  # e.g. the store closed under a server that is stopping
+            log.error("evaluation %s could not be recorded: %s", verdict.evaluation_id, e.message)
+            return
         log.info("evaluation %s: %s", verdict.evaluation_id, verdict.decision.value)
 
     # -- the record ------------------------------------------------------------------
@@ -310,8 +333,3 @@ class GateServicer(pb_grpc.GateServiceServicer):  # type: ignore[misc,unused-ign
         except PolicyError as e:
             return pb.ValidatePolicyResponse(valid=False, problems=e.problems or [e.message])
         return pb.ValidatePolicyResponse(valid=True, name=policy.name, sha256=policy.sha256)
-
-
-def _validate_onnx(data: bytes) -> None:
-    """An upload must at least load in ONNX Runtime (on the CPU) to become a model."""
-    load_model(data, provider="cpu", source="the upload")

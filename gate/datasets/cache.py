@@ -1,0 +1,137 @@
+"""The preprocessed tensor cache: each image dataset's pixels after decode, resize and
+crop, stored once as 8-bit (N, H, W, C) in an ``.npy`` file named by the dataset's
+SHA-256, and normalised to float32 batch by batch when read.
+
+The dataset SHA-256 covers every file's bytes, the labels, the class list and the
+preprocessing, so a changed image or spec is a different key: nothing stale is ever
+read. An entry is written to a temporary file while the first evaluation decodes, and
+renamed into place only when every sample is in it; a failed or abandoned build leaves
+nothing behind. Reads use plain positioned reads rather than a memory map, so a warm
+evaluation of a large set keeps only a batch in memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from gate.datasets.dataset import Dataset
+
+log = logging.getLogger(__name__)
+
+_FORMAT = "v1"  # bump when the stored layout changes
+
+
+@dataclass
+class TensorCacheUse:
+    """One evaluation's use of the cache: ``status`` is hit, built, off or failed."""
+
+    status: str = "off"
+    path: Path | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class TensorCache:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path_for(self, ds: Dataset) -> Path:
+        return self.root / f"{ds.sha256}.{_FORMAT}.npy"
+
+    def batches(self, ds: Dataset, batch_size: int, use: TensorCacheUse) -> Iterator[npt.NDArray[Any]]:
+        """Model-input batches of ``ds``: from the cache when present, else decoded
+        (and cached on the way). Datasets that are already tensors bypass the cache."""
+        source = ds.pixel_source
+        if source is None:
+            use.status = "off"
+            yield from ds.batches(batch_size)
+            return
+        path = self.path_for(ds)
+        use.path = path
+        shape = (len(ds), *source.pixel_shape)
+        offset = _valid_entry(path, shape)
+        if offset is not None:
+            use.status = "hit"
+            yield from _read(path, offset, shape, batch_size, source.normalise)
+            return
+        use.status = "built"
+        yield from self._build(ds, path, shape, batch_size, use)
+
+    def _build(
+        self, ds: Dataset, path: Path, shape: tuple[int, ...], batch_size: int, use: TensorCacheUse
+    ) -> Iterator[npt.NDArray[Any]]:
+        source = ds.pixel_source
+        assert source is not None
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd, tmp_name = tempfile.mkstemp(prefix=".build-", suffix=".npy", dir=self.root)
+        except OSError as e:  # a read-only or full disk must not stop the evaluation
+            log.warning("tensor cache unavailable at %s: %s", self.root, e)
+            use.status = "failed"
+            yield from ds.batches(batch_size)
+            return
+        tmp = Path(tmp_name)
+        complete = False
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.lib.format.write_array_header_1_0(f, {"descr": "|u1", "fortran_order": False, "shape": shape})
+                writable = True
+                for pixels in source.iter_pixel_batches(batch_size):
+                    if writable:
+                        try:
+                            f.write(pixels.tobytes())
+                        except OSError as e:
+                            log.warning("tensor cache write failed (%s); continuing without it", e)
+                            writable = False
+                    yield source.normalise(pixels)
+                if writable:
+                    f.flush()
+                    os.fsync(f.fileno())
+                    complete = True
+            if complete:
+                os.replace(tmp, path)
+            else:
+                use.status = "failed"
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+def _valid_entry(path: Path, shape: tuple[int, ...]) -> int | None:
+    """The data offset of a complete cache file of ``shape``, or None."""
+    try:
+        with path.open("rb") as f:
+            if np.lib.format.read_magic(f) != (1, 0):
+                return None
+            header = np.lib.format.read_array_header_1_0(f)
+            offset = f.tell()
+        size = path.stat().st_size
+    except (OSError, ValueError):
+        return None
+    stored_shape, fortran, dtype = header
+    if tuple(stored_shape) != shape or fortran or dtype != np.uint8:
+        return None
+    if size != offset + int(np.prod(shape)):
+        return None
+    return offset
+
+
+def _read(
+    path: Path, offset: int, shape: tuple[int, ...], batch_size: int, normalise: Any
+) -> Iterator[npt.NDArray[Any]]:
+    n, per_sample = shape[0], int(np.prod(shape[1:]))
+    with path.open("rb", buffering=0) as f:
+        for start in range(0, n, batch_size):
+            count = min(batch_size, n - start)
+            buf = np.empty((count, *shape[1:]), dtype=np.uint8)
+            f.seek(offset + start * per_sample)
+            if f.readinto(buf.data.cast("B")) != buf.nbytes:
+                raise OSError(f"tensor cache file {path} is shorter than its header says")
+            yield normalise(buf)
