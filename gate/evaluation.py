@@ -159,6 +159,7 @@ def _run(
         check_compatible(loaded, ds.classes, ds.sample_shape)
         size = loaded.fixed_batch or batch_size or auto_batch_size(ds.sample_shape)
         verdict.runtime["batch_size"] = size
+        verdict.runtime["io_binding"] = loaded.provider == "CUDAExecutionProvider"
         tensor_use = TensorCacheUse()
         batches = caches.tensors.batches(ds, size, tensor_use) if caches.tensors else ds.batches(size)
         preds = predict(

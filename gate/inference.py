@@ -22,7 +22,8 @@ import json
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -320,6 +321,73 @@ class Predictions:
     scores: npt.NDArray[np.float32]  # the winning score (logit or probability) per sample
 
 
+def _chunks(model: LoadedModel, batches: Iterable[npt.NDArray[Any]]) -> Iterator[tuple[int, npt.NDArray[Any]]]:
+    """What each session run gets: (real samples, input). A fixed-batch model gets
+    exactly its batch size, the tail padded with zeros (its outputs are dropped)."""
+    fixed = model.fixed_batch
+    for batch in batches:
+        x = np.ascontiguousarray(batch, dtype=model.input_dtype)
+        if fixed is None:
+            yield len(x), x
+            continue
+        for i in range(0, len(x), fixed):
+            part = x[i : i + fixed]
+            n = len(part)
+            if n < fixed:
+                part = np.concatenate([part, np.zeros((fixed - n, *x.shape[1:]), dtype=x.dtype)])
+            yield n, part
+
+
+def _failed(model: LoadedModel, start: int, n: int, e: Exception) -> ModelError:
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return ModelError(f"model {model.source} failed on samples {start}..{start + n - 1}: {first}")
+
+
+def _run_plain(model: LoadedModel, chunks: Iterable[tuple[int, npt.NDArray[Any]]]) -> Iterator[npt.NDArray[Any]]:
+    done = 0
+    for n, x in chunks:
+        try:
+            (y,) = model.session.run([model.output_name], {model.input_name: x})
+        except Exception as e:
+            raise _failed(model, done, n, e) from e
+        done += n
+        yield np.asarray(y)[:n]
+
+
+def _run_bound(model: LoadedModel, chunks: Iterable[tuple[int, npt.NDArray[Any]]]) -> Iterator[npt.NDArray[Any]]:
+    """CUDA: each input is copied to the device by its own IO binding, one batch ahead
+    on a helper thread, while the current batch runs (ONNX Runtime releases the GIL
+    while it runs), so host-to-device copies overlap compute. Outputs are allocated on
+    the device and copied back once."""
+    session = model.session
+
+    def bind(x: npt.NDArray[Any]) -> Any:
+        binding = session.io_binding()
+        binding.bind_cpu_input(model.input_name, x)
+        binding.bind_output(model.output_name, "cuda")
+        return binding
+
+    done = 0
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="gate-h2d") as stager:
+        queue = iter(chunks)
+        first = next(queue, None)
+        if first is None:
+            return
+        ahead: tuple[int, Future[Any]] | None = (first[0], stager.submit(bind, first[1]))
+        while ahead is not None:
+            n, pending = ahead
+            nxt = next(queue, None)
+            ahead = None if nxt is None else (nxt[0], stager.submit(bind, nxt[1]))
+            try:
+                binding = pending.result()
+                session.run_with_iobinding(binding)
+                y = binding.copy_outputs_to_cpu()[0]
+            except Exception as e:
+                raise _failed(model, done, n, e) from e
+            done += n
+            yield np.asarray(y)[:n]
+
+
 def predict(
     model: LoadedModel,
     batches: Iterable[npt.NDArray[Any]],
@@ -328,32 +396,20 @@ def predict(
     total: int,
     sample_ids: Sequence[str] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    io_binding: bool = True,
 ) -> Predictions:
-    """Run every batch; check each output; keep argmax and its score."""
+    """Run every batch; check each output; keep argmax and its score.
+
+    On CUDA, ``io_binding`` stages inputs on the device a batch ahead (see
+    :func:`_run_bound`); elsewhere, and with ``io_binding=False``, plain ``run``.
+    """
     labels = np.empty(total, dtype=np.int64)
     scores = np.empty(total, dtype=np.float32)
     done = 0
-    fixed = model.fixed_batch
-    for batch in batches:
-        n = len(batch)
-        x = np.ascontiguousarray(batch, dtype=model.input_dtype)
-        if fixed is not None and n != fixed:
-            # a fixed-batch model gets full batches: pad the tail and drop its outputs
-            pad = np.zeros(((fixed - n % fixed) % fixed, *x.shape[1:]), dtype=x.dtype)
-            x = np.concatenate([x, pad]) if len(pad) else x
-        outs = []
-        step = fixed or len(x)
-        for i in range(0, len(x), step):
-            try:
-                (y,) = model.session.run([model.output_name], {model.input_name: x[i : i + step]})
-            except Exception as e:
-                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                raise ModelError(
-                    f"model {model.source} failed on samples {done + i}..{done + min(i + step, n) - 1}: {first}"
-                ) from e
-            outs.append(np.asarray(y))
-        y = np.concatenate(outs)[:n] if len(outs) > 1 else outs[0][:n]
-        if y.ndim != 2 or y.shape[0] != n:
+    runner = _run_bound if io_binding and model.provider == CUDA else _run_plain
+    for y in runner(model, _chunks(model, batches)):
+        n = len(y)
+        if y.ndim != 2:
             raise ModelError(
                 f"model {model.source} output '{model.output_name}' has shape {list(y.shape)} for a batch of {n};"
                 " gate needs (N, K) scores"

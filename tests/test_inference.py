@@ -42,16 +42,31 @@ def test_cuda_refuses_to_fall_back_when_it_cannot_run() -> None:
 
 
 @pytest.mark.gpu
-def test_cuda_provider_runs_and_agrees_with_cpu() -> None:
+@pytest.mark.parametrize("io_binding", [True, False])
+def test_cuda_provider_runs_and_agrees_with_cpu(io_binding: bool) -> None:
     rng = np.random.default_rng(0)
     w, b = rng.normal(size=(64, 10)).astype(np.float32), rng.normal(size=10).astype(np.float32)
     model = linear_softmax_model(w, b, input_shape=["N", 1, 8, 8])
     x = rng.random((1000, 1, 8, 8), dtype=np.float32)
     m = load_model(model, provider="cuda")
-    assert m.provider == CUDA
-    gpu = predict(m, _batches(x, 128), n_classes=10, total=len(x)).labels
+    assert m.provider == CUDA and m.runtime()["device"]
+    seen: list[int] = []
+    gpu = predict(
+        m, _batches(x, 128), n_classes=10, total=len(x), io_binding=io_binding, progress=lambda d, t: seen.append(d)
+    )
     cpu = _run(model, x, 10, batch=128)
-    assert (gpu == cpu).mean() >= 0.999  # float reductions may differ in the last bit
+    assert (gpu.labels == cpu).mean() >= 0.999  # float reductions may differ in the last bit
+    assert seen[-1] == 1000 and len(seen) == 8
+
+
+@pytest.mark.gpu
+def test_cuda_fixed_batch_and_nan_checks() -> None:
+    m = load_model(lookup_model(3, batch=4, nan_below_zero=True), provider="cuda")
+    assert predict(m, _batches(X, 3), n_classes=3, total=7).labels.tolist() == [2, 0, 1, 1, 2, 0, 2]
+    bad = X.copy()
+    bad[5, 0] = -1.0
+    with pytest.raises(ModelError, match=r"output holds NaN for sample #5"):
+        predict(m, _batches(bad, 4), n_classes=3, total=7)
 
 
 @pytest.mark.parametrize("probabilities", [False, True])
