@@ -5,6 +5,8 @@
 * ``results/``: per-sample predictions per (model SHA-256, dataset SHA-256, execution
   provider, ONNX Runtime version), so that judging the same model on the same set under
   another policy skips inference entirely;
+* ``digests/``: each image file's SHA-256 by its stat signature, so loading an unchanged
+  set does not read every file;
 * sessions: loaded ONNX Runtime sessions per (model SHA-256, provider), in memory.
 
 Entries are written to a temporary file and renamed into place, so a reader sees a whole
@@ -89,7 +91,10 @@ class Caches:
     tensors: TensorCache | None = None
     results: ResultCache | None = None
     sessions: SessionCache | None = field(default=None)
+    digests: Path | None = None
 
     @classmethod
     def at(cls, root: Path, *, sessions: int = 4) -> Caches:
-        return cls(TensorCache(root / "tensors"), ResultCache(root / "results"), SessionCache(sessions))
+        return cls(
+            TensorCache(root / "tensors"), ResultCache(root / "results"), SessionCache(sessions), root / "digests"
+        )

@@ -84,16 +84,29 @@ class GateClient:
 
     @_rpc
     def upload_model(self, model: bytes | Path, *, filename: str = "", chunk_bytes: int = CHUNK_BYTES) -> pb.ModelRef:
-        """Stream a model in chunks; returns the server's reference (its SHA-256)."""
+        """Stream a model in chunks; returns the server's reference (its SHA-256).
+
+        The hash is computed while streaming and declared in the last chunk, so hashing
+        overlaps the transfer; the server verifies it, and so does this method."""
         data = Path(model).read_bytes() if isinstance(model, Path) else model
-        sha = hashlib.sha256(data).hexdigest()
+        digest = hashlib.sha256()
+        view = memoryview(data)
 
         def chunks() -> Iterator[pb.ModelChunk]:
-            yield pb.ModelChunk(sha256=sha, total_size=len(data), filename=filename, data=data[:chunk_bytes])
-            for start in range(chunk_bytes, len(data), chunk_bytes):
-                yield pb.ModelChunk(data=data[start : start + chunk_bytes])
+            first = True
+            for start in range(0, len(data), chunk_bytes):
+                piece = view[start : start + chunk_bytes]
+                digest.update(piece)
+                if first:
+                    yield pb.ModelChunk(total_size=len(data), filename=filename, data=bytes(piece))
+                    first = False
+                else:
+                    yield pb.ModelChunk(data=bytes(piece))
+            yield pb.ModelChunk(sha256=digest.hexdigest())
 
         ref: pb.ModelRef = self._stub.UploadModel(chunks(), timeout=self.timeout)
+        if ref.sha256 != digest.hexdigest():
+            raise GateClientError("DATA_LOSS", f"the server stored {ref.sha256}, not {digest.hexdigest()}")
         return ref
 
     @_rpc

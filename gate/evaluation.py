@@ -116,7 +116,8 @@ def _run(
         raise RequestError(f"batch_size={batch_size} is not valid; it should be >= 1")
     pol = policy if isinstance(policy, Policy) else load_policy(policy)
     verdict.policy = pol.to_dict()
-    ds = dataset if isinstance(dataset, Dataset) else load_dataset(dataset)
+    caches = caches or Caches()
+    ds = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, digest_cache=caches.digests)
     verdict.dataset = {
         "name": ds.name,
         "sha256": ds.sha256,
@@ -130,7 +131,6 @@ def _run(
     source = verdict.model["path"] or source  # messages name the model as the caller does
     sha = hashlib.sha256(data).hexdigest()
     verdict.model = {"sha256": sha, "path": verdict.model["path"], "bytes": len(data)}
-    caches = caches or Caches()
     cache_report: dict[str, str] = {}
     key = ResultCache.key(
         model_sha256=sha,

@@ -12,9 +12,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import queue
 import re
 import tempfile
-from collections.abc import Iterable, Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,40 +68,66 @@ class ModelStore:
             raise NotFoundError(f"the stored model {sha256} was damaged on disk and has been removed; upload it again")
         return data
 
-    def put(self, expected_sha256: str, expected_size: int, chunks: Iterable[bytes]) -> StoredModel:
-        """Store a model from ``chunks`` after verifying its size and SHA-256.
+    def put(self, expected_size: int, chunks: Iterable[bytes], declared_sha256: Callable[[], str]) -> StoredModel:
+        """Store a model from ``chunks`` after verifying its size and its SHA-256 against
+        ``declared_sha256()`` (asked once the stream has ended: a client may declare the
+        hash in its first chunk or, hashing as it streams, in its last).
 
-        No fsync: a file cut short by a crash is caught by :meth:`read`, which verifies
-        the hash, so the upload runs at the speed of the network."""
-        target = self.path(expected_sha256)
+        Hashing and writing run on a second thread while the first receives, and there
+        is no fsync: a file cut short by a crash is caught by :meth:`read`, which verifies
+        the hash. So the upload runs at the speed of the network.
+        """
         if expected_size > self.max_bytes:
             raise OverloadedError(
                 f"model of {expected_size} bytes exceeds this server's limit of {self.max_bytes} bytes"
             )
         digest = hashlib.sha256()
-        size = 0
         fd, tmp_name = tempfile.mkstemp(prefix=".upload-", dir=self.root)
         tmp = Path(tmp_name)
-        try:
+        pending: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
+        failure: list[BaseException] = []
+
+        def write() -> None:
             with os.fdopen(fd, "wb", buffering=0) as f:
+                while (chunk := pending.get()) is not None:
+                    if not failure:
+                        try:
+                            digest.update(chunk)  # both release the GIL for large buffers
+                            f.write(chunk)
+                        except BaseException as e:
+                            failure.append(e)
+
+        writer = threading.Thread(target=write, name="gate-upload-writer")
+        writer.start()
+        size = 0
+        try:
+            try:
                 for chunk in chunks:
                     size += len(chunk)
                     if size > self.max_bytes:
                         raise OverloadedError(f"upload exceeds this server's limit of {self.max_bytes} bytes")
                     if size > expected_size:
                         raise RequestError(f"upload exceeds its declared total_size of {expected_size} bytes")
-                    digest.update(chunk)
-                    f.write(chunk)
+                    if failure:
+                        break
+                    pending.put(chunk)
+            finally:
+                pending.put(None)
+                writer.join()
+            if failure:
+                raise failure[0]
             if size != expected_size:
                 raise RequestError(f"upload ended after {size} of the declared {expected_size} bytes")
+            declared = declared_sha256()
+            if not declared:
+                raise RequestError("the upload declared no sha256 (in its first or its last chunk)")
+            target = self.path(declared)
             actual = digest.hexdigest()
-            if actual != expected_sha256:
-                raise RequestError(
-                    f"sha256 mismatch: the upload hashes to {actual}, not the declared {expected_sha256}"
-                )
+            if actual != declared:
+                raise RequestError(f"sha256 mismatch: the upload hashes to {actual}, not the declared {declared}")
             present = target.exists()
             os.replace(tmp, target)
-            return StoredModel(expected_sha256, size, target, already_present=present)
+            return StoredModel(declared, size, target, already_present=present)
         finally:
             tmp.unlink(missing_ok=True)
 
@@ -123,7 +151,9 @@ class Registry:
         self.policies = policies
 
     @classmethod
-    def load(cls, dataset_paths: Iterable[Path], policy_paths: Iterable[Path]) -> Registry:
+    def load(
+        cls, dataset_paths: Iterable[Path], policy_paths: Iterable[Path], *, digest_cache: Path | None = None
+    ) -> Registry:
         """Load every dataset spec and policy; any problem (a bad file, a duplicate name)
         stops the load with one error listing them all: a gate does not serve half its
         configuration."""
@@ -131,7 +161,7 @@ class Registry:
         datasets: dict[str, Dataset] = {}
         for path in _spec_files(dataset_paths, (".yaml", ".yml")):
             try:
-                ds = load_dataset(path)
+                ds = load_dataset(path, digest_cache=digest_cache)
             except DatasetError as e:
                 problems.append(f"dataset {path}: {e.message}")
                 continue

@@ -138,3 +138,17 @@ def test_gate_eval_cache_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str
 @pytest.mark.parametrize(("shape", "size"), [((3, 224, 224), 32), ((1, 8, 8), 512), ((3, 512, 512), 8), ((1,), 512)])
 def test_batch_size_is_chosen_per_model_input(shape: tuple[int, ...], size: int) -> None:
     assert auto_batch_size(shape) == size
+
+
+def test_digest_cache_skips_unchanged_files_and_notices_changes(tmp_path: Path) -> None:
+    spec = _images(tmp_path)
+    digests = tmp_path / "digests"
+    cold = load_dataset(spec, digest_cache=digests)
+    assert len(list(digests.iterdir())) == 1
+    warm = load_dataset(spec, digest_cache=digests)
+    assert warm.sha256 == cold.sha256 == load_dataset(spec).sha256
+    # a rewritten file has a new signature: it is read again and the hash follows
+    first = sorted((tmp_path / "imgs" / "b").iterdir())[0]
+    Image.fromarray(np.full((10, 12, 3), 7, np.uint8)).save(first)
+    changed = load_dataset(spec, digest_cache=digests)
+    assert changed.sha256 != cold.sha256 and changed.sha256 == load_dataset(spec).sha256

@@ -411,3 +411,39 @@ def test_status_for_not_ready_cuda_and_the_unexpected(
         assert code == "INTERNAL" and details.startswith("internal error (incident ") and "disk" not in details
         assert "disk on fire" in caplog.text  # the traceback is in the server's log
         assert c.health() == "SERVING"
+
+
+def test_upload_hash_declared_first_last_never_or_twice(serve: Callable[..., Served]) -> None:
+    s = serve()
+    data = lookup_model(3)
+    sha = hashlib.sha256(data).hexdigest()
+    stub = pb_grpc.GateServiceStub(grpc.insecure_channel(s.address))
+
+    def upload(*chunks: pb.ModelChunk) -> Any:
+        try:
+            return stub.UploadModel(iter(chunks))
+        except grpc.RpcError as e:
+            return e.code().name, e.details()
+
+    half = len(data) // 2
+    late = upload(
+        pb.ModelChunk(total_size=len(data), data=data[:half]),
+        pb.ModelChunk(data=data[half:]),
+        pb.ModelChunk(sha256=sha),
+    )
+    assert late.sha256 == sha and not late.already_present
+    early = upload(pb.ModelChunk(total_size=len(data), sha256=sha, data=data))
+    assert early.already_present
+    assert upload(pb.ModelChunk(total_size=len(data), data=data)) == (
+        "INVALID_ARGUMENT",
+        "the upload declared no sha256 (in its first or its last chunk)",
+    )
+    assert upload(pb.ModelChunk(total_size=len(data), sha256="a" * 64, data=data), pb.ModelChunk(sha256="b" * 64)) == (
+        "INVALID_ARGUMENT",
+        "the upload declared two different sha256 values",
+    )
+    assert upload(pb.ModelChunk(total_size=len(data) + 1, data=data), pb.ModelChunk(sha256=sha)) == (
+        "INVALID_ARGUMENT",
+        f"upload ended after {len(data)} of the declared {len(data) + 1} bytes",
+    )
+    assert sorted(p.name for p in (s.root / "data" / "models").iterdir()) == [f"{sha}.onnx"]

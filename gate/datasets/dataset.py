@@ -13,6 +13,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
+import threading
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -221,8 +223,13 @@ class Dataset:
         return self._samples.iter_batches(batch_size)
 
 
-def load_dataset(path: str | os.PathLike[str]) -> Dataset:
+def load_dataset(path: str | os.PathLike[str], *, digest_cache: Path | None = None) -> Dataset:
     """Load a dataset from a spec YAML, an ``.npz``, an ImageFolder or a manifest.
+
+    ``digest_cache`` (a directory) remembers each image file's SHA-256 and size by its
+    stat signature (size, mtime, ctime, inode), so loading a large unchanged set again
+    does not read every file; a file whose signature changed is read and hashed anew.
+    (Decoding still checks every file it reads against its digest.)
 
     Raises :class:`DatasetError` for any problem with the spec, the source or a sample.
     """
@@ -233,7 +240,7 @@ def load_dataset(path: str | os.PathLike[str]) -> Dataset:
         source = Path(spec.source)
         if not source.is_absolute():
             source = given.parent / source
-        return _load(spec, source, f"source of dataset spec {given}")
+        return _load(spec, source, f"source of dataset spec {given}", digest_cache)
     if not given.exists():
         raise DatasetError(f"dataset not found: {given}")
     if not (given.is_dir() or suffix == ".npz" or suffix in MANIFEST_SUFFIXES):
@@ -245,7 +252,7 @@ def load_dataset(path: str | os.PathLike[str]) -> Dataset:
         source=str(given),
         preprocess=None if suffix == ".npz" and not given.is_dir() else Preprocess(),
     )
-    return _load(default, given, "dataset")
+    return _load(default, given, "dataset", digest_cache)
 
 
 def _unsupported(path: Path) -> str:
@@ -255,7 +262,7 @@ def _unsupported(path: Path) -> str:
     )
 
 
-def _load(spec: DatasetSpec, source: Path, what: str) -> Dataset:
+def _load(spec: DatasetSpec, source: Path, what: str, digest_cache: Path | None) -> Dataset:
     try:
         resolved = source.resolve()
     except (OSError, RuntimeError) as exc:
@@ -263,14 +270,14 @@ def _load(spec: DatasetSpec, source: Path, what: str) -> Dataset:
     if not resolved.exists():
         raise DatasetError(f"{what} not found: {resolved}")
     if resolved.is_dir():
-        return _load_images(spec, resolved, scan_image_folder(resolved, spec.classes))
+        return _load_images(spec, resolved, scan_image_folder(resolved, spec.classes), digest_cache)
     # The kind comes from the name as written: a link called data.npz may point at a
     # file whose own name says nothing.
     suffix = source.suffix.lower()
     if suffix == ".npz":
         return _load_npz(spec, resolved)
     if suffix in MANIFEST_SUFFIXES:
-        return _load_images(spec, resolved, read_manifest(resolved, spec.classes))
+        return _load_images(spec, resolved, read_manifest(resolved, spec.classes), digest_cache)
     raise DatasetError(_unsupported(resolved))
 
 
@@ -296,18 +303,27 @@ def _load_npz(spec: DatasetSpec, path: Path) -> Dataset:
     )
 
 
-def _load_images(spec: DatasetSpec, source: Path, listing: ImageListing) -> Dataset:
+def _load_images(spec: DatasetSpec, source: Path, listing: ImageListing, digest_cache: Path | None) -> Dataset:
     preprocess = spec.preprocess if spec.preprocess is not None else Preprocess()
     effective = spec.model_copy(update={"preprocess": preprocess})
     digest = _hash_header("images", listing.classes, preprocess)
     file_digests: list[str] = []
     first: tuple[str, tuple[int, int], tuple[int, int]] | None = None
 
+    known = _DigestCache(digest_cache, source)
+
     def scan(i: int) -> tuple[str, tuple[int, int], tuple[int, int]]:
         name = listing.sample_ids[i]
-        data = _read_file(listing.files[i], name)
-        size = images.probe_size(data, name)
-        return hashlib.sha256(data).hexdigest(), size, images.output_size(size, preprocess, name)
+        signature = known.signature(listing.files[i])
+        remembered = known.get(listing.files[i], signature)
+        if remembered is not None:
+            file_digest, size = remembered
+        else:
+            data = _read_file(listing.files[i], name)
+            size = images.probe_size(data, name)
+            file_digest = hashlib.sha256(data).hexdigest()
+            known.put(listing.files[i], signature, file_digest, size)
+        return file_digest, size, images.output_size(size, preprocess, name)
 
     pool = ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="gate-scan")
     try:
@@ -326,6 +342,7 @@ def _load_images(spec: DatasetSpec, source: Path, listing: ImageListing) -> Data
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     assert first is not None  # the readers refuse empty datasets
+    known.save()
     return Dataset(
         spec=effective,
         source_path=source,
@@ -336,6 +353,56 @@ def _load_images(spec: DatasetSpec, source: Path, listing: ImageListing) -> Data
         sha256=digest.hexdigest(),
         samples=_ImageSamples(listing, preprocess, file_digests, images.sample_shape(first[2], preprocess)),
     )
+
+
+class _DigestCache:
+    """File digests and image sizes by stat signature, one JSON file per dataset source."""
+
+    def __init__(self, root: Path | None, source: Path) -> None:
+        self.path = None if root is None else root / f"{hashlib.sha256(str(source).encode()).hexdigest()}.json"
+        self._old: dict[str, list[Any]] = {}
+        self._new: dict[str, list[Any]] = {}
+        self._lock = threading.Lock()
+        if self.path is not None:
+            try:
+                loaded = json.loads(self.path.read_text(encoding="utf-8"))
+                if isinstance(loaded, dict) and loaded.get("scheme") == _HASH_SCHEME:
+                    self._old = loaded["files"]
+            except (OSError, ValueError, KeyError, TypeError):
+                self._old = {}
+
+    @staticmethod
+    def signature(file: Path) -> list[int] | None:
+        try:
+            st = file.stat()
+        except OSError:
+            return None  # reading it will report the problem
+        return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+
+    def get(self, file: Path, signature: list[int] | None) -> tuple[str, tuple[int, int]] | None:
+        entry = self._old.get(str(file)) if self.path is not None and signature is not None else None
+        if entry is None or entry[0] != signature:
+            return None
+        with self._lock:
+            self._new[str(file)] = entry
+        return str(entry[1]), (int(entry[2][0]), int(entry[2][1]))
+
+    def put(self, file: Path, signature: list[int] | None, digest: str, size: tuple[int, int]) -> None:
+        if self.path is not None and signature is not None:
+            with self._lock:
+                self._new[str(file)] = [signature, digest, list(size)]
+
+    def save(self) -> None:
+        if self.path is None or self._new == self._old:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".digests-", dir=self.path.parent)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump({"scheme": _HASH_SCHEME, "files": self._new}, f)
+            os.replace(tmp, self.path)
+        except OSError:
+            pass  # a cache that cannot be written only costs time next load
 
 
 def _size_mismatch(

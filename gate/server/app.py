@@ -86,7 +86,7 @@ class GateServer:
 
     def load(self) -> None:
         """Load datasets and policies, then report SERVING."""
-        registry = Registry.load(self.config.datasets, self.config.policies)
+        registry = Registry.load(self.config.datasets, self.config.policies, digest_cache=self.servicer.caches.digests)
         self.servicer.registry = registry
         self._set_health(health_pb2.HealthCheckResponse.SERVING)
         log.info(

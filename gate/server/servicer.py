@@ -69,29 +69,38 @@ class GateServicer(pb_grpc.GateServiceServicer):  # type: ignore[misc,unused-ign
     def UploadModel(self, request_iterator: Iterator[pb.ModelChunk], context: grpc.ServicerContext) -> pb.ModelRef:
         first = next(request_iterator, None)
         if first is None:
-            raise RequestError("empty upload: the first chunk must carry sha256 and total_size")
-        sha = first.sha256.lower()
-        if not SHA256_RE.match(sha):
-            raise RequestError(f"sha256={first.sha256!r} is not valid; it should be 64 hex digits")
+            raise RequestError("empty upload: the first chunk must carry total_size")
         if first.total_size == 0:
             raise RequestError("total_size must be the model's size in bytes (> 0)")
+        declared = {"sha256": self._declared_sha(first.sha256)}
 
         def chunks() -> Iterator[bytes]:
             yield first.data
             for chunk in request_iterator:
+                if chunk.sha256:
+                    late = self._declared_sha(chunk.sha256)
+                    if declared["sha256"] and late != declared["sha256"]:
+                        raise RequestError("the upload declared two different sha256 values")
+                    declared["sha256"] = late
                 yield chunk.data
 
-        if self.models.path(sha).is_file():
+        known = declared["sha256"]
+        if known and self.models.path(known).is_file():
             # idempotent: drain the stream, verifying nothing is lost by skipping the write
             size = sum(len(c) for c in chunks())
             if size != first.total_size:
                 raise RequestError(f"upload ended after {size} of the declared {first.total_size} bytes")
-            stored_size = self.models.path(sha).stat().st_size
-            log.info("model %s already present", sha)
-            return pb.ModelRef(sha256=sha, size=stored_size, already_present=True)
-        stored = self.models.put(sha, first.total_size, chunks())
-        log.info("stored model %s (%d bytes, %s)", sha, stored.size, first.filename or "unnamed")
-        return pb.ModelRef(sha256=sha, size=stored.size, already_present=stored.already_present)
+            log.info("model %s already present", known)
+            return pb.ModelRef(sha256=known, size=self.models.path(known).stat().st_size, already_present=True)
+        stored = self.models.put(first.total_size, chunks(), lambda: declared["sha256"])
+        log.info("stored model %s (%d bytes, %s)", stored.sha256, stored.size, first.filename or "unnamed")
+        return pb.ModelRef(sha256=stored.sha256, size=stored.size, already_present=stored.already_present)
+
+    @staticmethod
+    def _declared_sha(value: str) -> str:
+        if value and not SHA256_RE.match(value.lower()):
+            raise RequestError(f"sha256={value!r} is not valid; it should be 64 hex digits")
+        return value.lower()
 
     # -- evaluations -----------------------------------------------------------------
 

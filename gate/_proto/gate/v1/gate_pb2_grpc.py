@@ -75,10 +75,12 @@ class GateServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
     def UploadModel(self, request_iterator, context):
-        """Client-streamed model upload. The first chunk carries the expected SHA-256 (hex) and
-        total size; the server verifies both. Content-addressed and idempotent: uploading a
-        model the server already holds returns its reference. A partial or mismatched upload
-        never becomes a visible model.
+        """Client-streamed model upload. The first chunk carries the total size; the SHA-256
+        (hex) is declared in the first chunk or, by a client that hashes while it streams, in
+        a last chunk with no data. The server verifies both. Content-addressed and idempotent:
+        uploading a model the server already holds returns its reference (with the hash in the
+        first chunk, without storing it again). A partial or mismatched upload never becomes
+        a visible model.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
