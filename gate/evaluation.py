@@ -17,6 +17,7 @@ from pathlib import Path
 
 from gate.cache import Caches, ResultCache
 from gate.datasets import Dataset, TensorCacheUse, load_dataset
+from gate.datasets.prefetch import prefetch
 from gate.errors import GateError, InternalError, ModelError, RequestError
 from gate.inference import (
     Provider,
@@ -163,7 +164,12 @@ def _run(
         tensor_use = TensorCacheUse()
         batches = caches.tensors.batches(ds, size, tensor_use) if caches.tensors else ds.batches(size)
         preds = predict(
-            loaded, batches, n_classes=len(ds.classes), total=len(ds), sample_ids=ds.sample_ids, progress=progress
+            loaded,
+            prefetch(batches),
+            n_classes=len(ds.classes),
+            total=len(ds),
+            sample_ids=ds.sample_ids,
+            progress=progress,
         )
         if caches.tensors is not None:
             cache_report["tensors"] = tensor_use.status

@@ -312,24 +312,32 @@ def _load_images(spec: DatasetSpec, source: Path, listing: ImageListing, digest_
 
     known = _DigestCache(digest_cache, source)
 
-    def scan(i: int) -> tuple[str, tuple[int, int], tuple[int, int]]:
+    # files whose stat signature is remembered need no reading; the rest are read and
+    # hashed on the pool
+    facts: list[tuple[str, tuple[int, int]] | None] = (
+        [known.get(f, known.signature(f)) for f in listing.files]
+        if digest_cache is not None
+        else [None] * len(listing.files)
+    )
+
+    def scan(i: int) -> tuple[str, tuple[int, int]]:
         name = listing.sample_ids[i]
         signature = known.signature(listing.files[i])
-        remembered = known.get(listing.files[i], signature)
-        if remembered is not None:
-            file_digest, size = remembered
-        else:
-            data = _read_file(listing.files[i], name)
-            size = images.probe_size(data, name)
-            file_digest = hashlib.sha256(data).hexdigest()
-            known.put(listing.files[i], signature, file_digest, size)
-        return file_digest, size, images.output_size(size, preprocess, name)
+        data = _read_file(listing.files[i], name)
+        size = images.probe_size(data, name)
+        file_digest = hashlib.sha256(data).hexdigest()
+        known.put(listing.files[i], signature, file_digest, size)
+        return file_digest, size
 
+    misses = [i for i, fact in enumerate(facts) if fact is None]
     pool = ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="gate-scan")
     try:
-        # map() yields in sample order, so the first bad sample is the one reported.
-        for i, (file_digest, size, out) in enumerate(pool.map(scan, range(len(listing.files)))):
+        fresh = pool.map(scan, misses)  # lazily, in order: the first bad sample is reported
+        for i in range(len(listing.files)):
+            fact = facts[i]
+            file_digest, size = fact if fact is not None else next(fresh)
             name = listing.sample_ids[i]
+            out = images.output_size(size, preprocess, name)
             file_digests.append(file_digest)
             if first is None:
                 first = (name, size, out)

@@ -134,23 +134,30 @@ def to_pixels(image: Image.Image, preprocess: Preprocess, name: str) -> npt.NDAr
 
 
 def normalise(pixels: npt.NDArray[np.uint8], preprocess: Preprocess) -> npt.NDArray[np.float32]:
-    """A batch of 8-bit pixels (B, H, W, C) to model input: channel order, ``/ scale``,
-    ``- mean``, ``/ std``, layout. Element for element the same arithmetic whatever the
-    batch size, so cached and freshly decoded images give identical tensors."""
-    x = pixels.astype(np.float32)
+    """A batch of 8-bit pixels (B, H, W, C) to model input: channel order, then
+    ``(pixel / scale - mean) / std`` per channel, in the requested layout.
+
+    The pixels are widened straight into a contiguous array of the final layout, then
+    scaled in place: the same float32 operations in the same order for every element,
+    whatever the batch, so cached and freshly decoded images give identical tensors.
+    The loops release the GIL, so this overlaps with inference on another thread.
+    """
     if preprocess.channels == "BGR":
-        x = x[..., ::-1]
-    x /= np.float32(preprocess.scale)
-    mean = np.asarray(preprocess.mean, dtype=np.float32)
-    std = np.asarray(preprocess.std, dtype=np.float32)
-    # Identity mean/std (the defaults) are skipped: same result, two fewer passes.
+        pixels = pixels[..., ::-1]
+    channels = pixels.shape[-1]
+    nchw = preprocess.layout == "NCHW"
+    source = pixels.transpose(0, 3, 1, 2) if nchw else pixels
+    out = np.empty(source.shape, dtype=np.float32)
+    np.copyto(out, source, casting="unsafe")
+    out /= np.float32(preprocess.scale)
+    per_channel = (1, channels, 1, 1) if nchw else (1, 1, 1, channels)
+    mean = np.broadcast_to(np.asarray(preprocess.mean, dtype=np.float32), (channels,)).reshape(per_channel)
+    std = np.broadcast_to(np.asarray(preprocess.std, dtype=np.float32), (channels,)).reshape(per_channel)
+    # identity mean/std (the defaults) are skipped: the same result, two fewer passes
     if np.any(mean != 0):
-        x -= mean
+        out -= mean
     if np.any(std != 1):
-        x /= std
-    if preprocess.layout == "NCHW":
-        x = x.transpose(0, 3, 1, 2)
-    out: npt.NDArray[np.float32] = np.ascontiguousarray(x, dtype=np.float32)
+        out /= std
     return out
 
 
