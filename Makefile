@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-gpu proto clean
+.PHONY: demo test test-gpu bench proto clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,7 @@ demo: $(STAMP)
 	$(BIN)/gate demo
 
 test: $(STAMP)
-	$(BIN)/ruff check gate tests proto
+	$(BIN)/ruff check gate tests proto benchmarks
 	@if command -v npm >/dev/null; then cd tests/interop && npm ci --no-audit --no-fund --silent; fi
 	$(BIN)/mypy
 	$(BIN)/pytest -q
@@ -25,6 +25,10 @@ test: $(STAMP)
 # the CUDA execution provider checks; they skip themselves where CUDA cannot run
 test-gpu: $(STAMP)
 	$(BIN)/pytest -q -m gpu -rs
+
+# every benchmark figure, side by side, printed with its target (about ten minutes)
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench.py
 
 # regenerate gate/_proto from proto/ after changing the .proto
 proto: $(STAMP)

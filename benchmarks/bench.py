@@ -84,8 +84,24 @@ def best(times: int, fn: Callable[[], float]) -> float:
 
 
 def gate_eval(model: Path, spec: Path, policy: Path, cache: Path, *, provider: str = "cpu") -> list[str]:
-    return [PY, "-m", "gate", "eval", "--model", str(model), "--dataset", str(spec), "--policy", str(policy),
-            "--format", "json", "--provider", provider, "--cache-dir", str(cache)]
+    return [
+        PY,
+        "-m",
+        "gate",
+        "eval",
+        "--model",
+        str(model),
+        "--dataset",
+        str(spec),
+        "--policy",
+        str(policy),
+        "--format",
+        "json",
+        "--provider",
+        provider,
+        "--cache-dir",
+        str(cache),
+    ]
 
 
 def forget_results(cache: Path) -> None:
@@ -144,24 +160,21 @@ def section_a(rep: Report, work: Path, args: argparse.Namespace) -> dict[str, fl
             "batch_size", 32
         )
 
-        def gate_once() -> float:
-            forget_results(cache)
-            return run(gate_eval(model, spec, policy, cache, provider=args.provider))[0]
-
-        def plain_once() -> float:
-            return run([PY, str(ROOT / "benchmarks" / "plain_ort.py"), str(model), str(tensors), str(batch),
-                        args.provider])[0]
-
+        gate_cmd = gate_eval(model, spec, policy, cache, provider=args.provider)
+        plain_cmd = [PY, str(ROOT / "benchmarks" / "plain_ort.py"), str(model), str(tensors), str(batch), args.provider]
         gate_t, plain_t = [], []
-        for _ in range(args.repeat):
-            gate_t.append(gate_once())
-            plain_t.append(plain_once())
+        for _ in range(args.repeat):  # interleaved, so both sides see the same machine
+            forget_results(cache)
+            gate_t.append(run(gate_cmd)[0])
+            plain_t.append(run(plain_cmd)[0])
         g, p = min(gate_t), min(plain_t)
         inference_alone[key] = p
         rep.add("a", f"{label} ({n} imgs, {args.provider}): gate eval", n / g, "img/s")
         rep.add("a", f"{label} ({n} imgs, {args.provider}): plain ONNX Runtime", n / p, "img/s")
         target = "<= 1.10" if key == "resnet" else ""
-        rep.add("a", f"{label}: gate eval / plain time", g / p, "x", target, (g / p <= 1.10) if key == "resnet" else None)
+        rep.add(
+            "a", f"{label}: gate eval / plain time", g / p, "x", target, (g / p <= 1.10) if key == "resnet" else None
+        )
         tensors.unlink()
     return inference_alone
 
@@ -179,19 +192,21 @@ def section_b(rep: Report, work: Path, args: argparse.Namespace, inference_alone
         cold_t, warm_t = [], []
         for i in range(args.repeat):
             cache = work / f"cache-b-{key}-{i}"
-            cold_t.append(run(gate_eval(model, spec, policy, cache))[0])  # decodes, builds the cache
+            cold_t.append(run(gate_eval(model, spec, policy, cache, provider=args.provider))[0])  # decodes
             forget_results(cache)
-            warm_t.append(run(gate_eval(model, spec, policy, cache))[0])  # reads the cache
+            warm_t.append(run(gate_eval(model, spec, policy, cache, provider=args.provider))[0])  # cache
             shutil.rmtree(cache)
         cold, warm = min(cold_t), min(warm_t)
         if key == "small":
-            rep.add("b", f"small CNN ImageFolder ({n} JPEGs): cold / warm time", cold / warm, "x", ">= 5", cold / warm >= 5)
+            rep.add(
+                "b", f"small CNN ImageFolder ({n} JPEGs): cold / warm time", cold / warm, "x", ">= 5", cold / warm >= 5
+            )
         else:
             code = (
                 "import sys,time; from gate.datasets import load_dataset; ds=load_dataset(sys.argv[1]);"
                 "t=time.perf_counter(); [None for _ in ds.batches(32)]; print(time.perf_counter()-t)"
             )
-            decode = best(args.repeat, lambda: run([PY, "-c", code, str(spec)])[0])
+            decode = min(run([PY, "-c", code, str(spec)])[0] for _ in range(args.repeat))
             infer = inference_alone.get("resnet") or float("nan")
             ratio = cold / max(decode, infer)
             rep.add("b", f"ResNet-18 ({n} JPEGs): decode alone", decode, "s")
@@ -289,16 +304,23 @@ def section_e(rep: Report, work: Path, args: argparse.Namespace) -> None:
 
     spec = write_set(work, "set-tiny", 64, workers=1)
     gate_proc, address = _serve(work, "server-e", [spec])
-    sink = subprocess.Popen([PY, str(ROOT / "benchmarks" / "sink_server.py")], stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    sink = subprocess.Popen(
+        [PY, str(ROOT / "benchmarks" / "sink_server.py")],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert sink.stdout is not None
     sink_address = f"127.0.0.1:{sink.stdout.readline().strip()}"
     size = args.upload_mib << 20
     rng = np.random.default_rng(1)
     try:
         channel = grpc.insecure_channel(sink_address)
-        upload = channel.stream_unary("/bench.Sink/Upload", request_serializer=pb.ModelChunk.SerializeToString,
-                                      response_deserializer=pb.ModelRef.FromString)
+        upload = channel.stream_unary(
+            "/bench.Sink/Upload",
+            request_serializer=pb.ModelChunk.SerializeToString,
+            response_deserializer=pb.ModelRef.FromString,
+        )
 
         def bare() -> float:
             data = rng.bytes(size)
@@ -321,8 +343,12 @@ def section_e(rep: Report, work: Path, args: argparse.Namespace) -> None:
         b, g = min(bare_t), min(gate_t)
         mib = size / (1 << 20)
         rep.add("e", f"upload {args.upload_mib} MiB, 1 MiB chunks: bare grpcio stream", mib / b, "MiB/s")
-        rep.add("e", f"upload {args.upload_mib} MiB, 1 MiB chunks: gate UploadModel (hash verified, stored)", mib / g,
-                "MiB/s")
+        rep.add(
+            "e",
+            f"upload {args.upload_mib} MiB, 1 MiB chunks: gate UploadModel (hash verified, stored)",
+            mib / g,
+            "MiB/s",
+        )
         rep.add("e", "gate / bare throughput", b / g, "", ">= 0.70", b / g >= 0.70)
         client.close()
         channel.close()
@@ -366,8 +392,9 @@ def section_f(rep: Report, work: Path, args: argparse.Namespace) -> None:
             for th in threads:
                 th.join()
             elapsed = time.perf_counter() - t
-            rep.add("f", f"server throughput, {clients} concurrent client(s), small CNN", len(jobs) * n / elapsed,
-                    "img/s")
+            rep.add(
+                "f", f"server throughput, {clients} concurrent client(s), small CNN", len(jobs) * n / elapsed, "img/s"
+            )
     finally:
         proc.terminate()
         proc.wait()
@@ -384,8 +411,10 @@ def machine() -> str:
         pass
     import onnxruntime
 
-    return (f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, onnxruntime {onnxruntime.__version__}"
-            f" ({', '.join(onnxruntime.get_available_providers())} available)")
+    return (
+        f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, onnxruntime {onnxruntime.__version__}"
+        f" ({', '.join(onnxruntime.get_available_providers())} available)"
+    )
 
 
 def main() -> None:

@@ -17,9 +17,7 @@ def _sink(requests, context):  # type: ignore[no-untyped-def]
 
 
 def main() -> None:
-    server = grpc.server(
-        ThreadPoolExecutor(max_workers=4), options=[("grpc.max_receive_message_length", 8 << 20)]
-    )
+    server = grpc.server(ThreadPoolExecutor(max_workers=4), options=[("grpc.max_receive_message_length", 8 << 20)])
     handler = grpc.method_handlers_generic_handler(
         "bench.Sink",
         {
