@@ -85,14 +85,15 @@ def cuda_runs() -> bool:
     """Whether the CUDA execution provider really initialises here (asked once)."""
     if CUDA not in ort.get_available_providers():
         return False
+    _preload_cuda()
     ort.set_default_logger_severity(4)  # the probe's failure is the answer, not news
     try:
-        load_model(_PROBE_MODEL, provider="cuda", source="the CUDA probe")
-    except ProviderError:
+        session = _session(_PROBE_MODEL, [CUDA, CPU], "the CUDA probe")
+    except ModelError:
         return False
     finally:
         ort.set_default_logger_severity(3)
-    return True
+    return bool(session.get_providers()[0] == CUDA)
 
 
 def runtime_versions() -> dict[str, str]:

@@ -10,7 +10,10 @@ taken at load time, so the hash always describes the data that was evaluated.
 
 from __future__ import annotations
 
+import collections
+import functools
 import hashlib
+import itertools
 import json
 import os
 import tempfile
@@ -38,7 +41,9 @@ from gate.errors import DatasetError
 _SPEC_SUFFIXES = frozenset({".yaml", ".yml"})
 #: Threads that read, hash and decode image files; the work is I/O and Pillow code
 #: that releases the GIL, so a few threads help without oversubscribing the machine.
-_WORKERS = max(1, min(8, os.cpu_count() or 1))
+_WORKERS = max(1, min(32, os.cpu_count() or 1))
+#: Samples a thread normalises at a time: big enough to amortise the hand-off.
+_NORMALISE_CHUNK = 8
 #: Version tag mixed into every dataset hash; bump it when the hashing scheme changes.
 _HASH_SCHEME = "gate.dataset/v1"
 
@@ -69,6 +74,11 @@ class _ArraySamples:
             # A C-ordered copy: callers may keep or modify a batch without touching
             # the dataset, and runtimes expect contiguous input.
             yield np.array(self._x[start : start + batch_size], dtype=self._dtype, order="C", copy=True)
+
+
+@functools.cache
+def _normalise_pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="gate-normalise")
 
 
 class _ImageSamples:
@@ -122,19 +132,23 @@ class _ImageSamples:
         return pixels
 
     def iter_pixel_batches(self, batch_size: int) -> Iterator[npt.NDArray[np.uint8]]:
-        """8-bit pixel batches (B, H, W, C), decoded on the pool one batch ahead."""
+        """8-bit pixel batches (B, H, W, C), decoded on the pool a few batches ahead so
+        that every decoding thread stays busy while the consumer works."""
         n = len(self._files)
+        lookahead = max(2, -(-2 * _WORKERS // batch_size))
         pool = ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="gate-decode")
         try:
 
             def submit(start: int) -> list[Future[npt.NDArray[np.uint8]]]:
                 return [pool.submit(self.pixels, i) for i in range(start, min(start + batch_size, n))]
 
-            ahead = submit(0)
-            for start in range(0, n, batch_size):
-                current = ahead
-                if start + batch_size < n:
-                    ahead = submit(start + batch_size)
+            starts = iter(range(0, n, batch_size))
+            ahead = collections.deque(submit(start) for start in itertools.islice(starts, lookahead))
+            while ahead:
+                current = ahead.popleft()
+                nxt = next(starts, None)
+                if nxt is not None:
+                    ahead.append(submit(nxt))
                 out = np.empty((len(current), *self.pixel_shape), dtype=np.uint8)
                 # Results are taken in sample order, so the error reported is that of
                 # the first bad sample, whatever the threads' timing.
@@ -145,7 +159,15 @@ class _ImageSamples:
             pool.shutdown(wait=True, cancel_futures=True)
 
     def normalise(self, pixels: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
-        return images.normalise(pixels, self._preprocess)
+        """Model input for a pixel batch, normalised in slices on the shared pool (the
+        numpy loops release the GIL, so slices run in parallel)."""
+        if len(pixels) <= _NORMALISE_CHUNK or _WORKERS == 1:
+            return images.normalise(pixels, self._preprocess)
+        out = np.empty((len(pixels), *self.sample_shape), dtype=np.float32)
+        slices = [slice(i, i + _NORMALISE_CHUNK) for i in range(0, len(pixels), _NORMALISE_CHUNK)]
+        for _ in _normalise_pool().map(lambda sl: images.normalise(pixels[sl], self._preprocess, out[sl]), slices):
+            pass
+        return out
 
     def iter_batches(self, batch_size: int) -> Iterator[npt.NDArray[Any]]:
         for pixels in self.iter_pixel_batches(batch_size):

@@ -133,7 +133,9 @@ def to_pixels(image: Image.Image, preprocess: Preprocess, name: str) -> npt.NDAr
     return arr
 
 
-def normalise(pixels: npt.NDArray[np.uint8], preprocess: Preprocess) -> npt.NDArray[np.float32]:
+def normalise(
+    pixels: npt.NDArray[np.uint8], preprocess: Preprocess, out: npt.NDArray[np.float32] | None = None
+) -> npt.NDArray[np.float32]:
     """A batch of 8-bit pixels (B, H, W, C) to model input: channel order, then
     ``(pixel / scale - mean) / std`` per channel, in the requested layout.
 
@@ -141,13 +143,15 @@ def normalise(pixels: npt.NDArray[np.uint8], preprocess: Preprocess) -> npt.NDAr
     scaled in place: the same float32 operations in the same order for every element,
     whatever the batch, so cached and freshly decoded images give identical tensors.
     The loops release the GIL, so this overlaps with inference on another thread.
+    ``out``, when given, receives the result (e.g. a slice of a larger batch).
     """
     if preprocess.channels == "BGR":
         pixels = pixels[..., ::-1]
     channels = pixels.shape[-1]
     nchw = preprocess.layout == "NCHW"
     source = pixels.transpose(0, 3, 1, 2) if nchw else pixels
-    out = np.empty(source.shape, dtype=np.float32)
+    if out is None:
+        out = np.empty(source.shape, dtype=np.float32)
     np.copyto(out, source, casting="unsafe")
     out /= np.float32(preprocess.scale)
     per_channel = (1, channels, 1, 1) if nchw else (1, 1, 1, channels)
