@@ -94,7 +94,11 @@ class Caches:
     digests: Path | None = None
 
     @classmethod
-    def at(cls, root: Path, *, sessions: int = 4) -> Caches:
+    def at(cls, root: Path, *, sessions: int = 4, threads: int = 0) -> Caches:
+        """Caches under ``root``; sessions use ``threads`` intra-op threads (0: all cores)."""
         return cls(
-            TensorCache(root / "tensors"), ResultCache(root / "results"), SessionCache(sessions), root / "digests"
+            TensorCache(root / "tensors"),
+            ResultCache(root / "results"),
+            SessionCache(sessions, threads=threads),
+            root / "digests",
         )

@@ -147,10 +147,13 @@ class LoadedModel:
         return info
 
 
-def _session(data: bytes, providers: list[str], source: str) -> ort.InferenceSession:
+def _session(data: bytes, providers: list[str], source: str, threads: int = 0) -> ort.InferenceSession:
     options = ort.SessionOptions()
     # provider fall-backs are reported by gate itself; keep onnxruntime's own log quiet
     options.log_severity_level = 3
+    # 0 lets ONNX Runtime use every core; a server running several evaluations at once
+    # gives each session its share instead, so they do not fight over the same cores
+    options.intra_op_num_threads = threads
     try:
         return ort.InferenceSession(data, sess_options=options, providers=providers)
     except Exception as e:
@@ -158,7 +161,7 @@ def _session(data: bytes, providers: list[str], source: str) -> ort.InferenceSes
         raise ModelError(f"cannot load model {source}: {text}") from e
 
 
-def load_model(data: bytes, *, provider: Provider = "auto", source: str = "<bytes>") -> LoadedModel:
+def load_model(data: bytes, *, provider: Provider = "auto", source: str = "<bytes>", threads: int = 0) -> LoadedModel:
     """Create a session for ONNX bytes on the requested provider and check its signature."""
     if provider not in PROVIDERS:
         raise ProviderError(f"provider={provider!r} is not valid. It should be one of {', '.join(PROVIDERS)}.")
@@ -181,7 +184,7 @@ def load_model(data: bytes, *, provider: Provider = "auto", source: str = "<byte
             f" execution provider (available: {', '.join(available)}); install onnxruntime-gpu"
         )
     try:
-        session = _session(data, wanted, source)
+        session = _session(data, wanted, source, threads)
     finally:
         ort.set_default_logger_severity(3)
     actual = session.get_providers()[0]
@@ -273,8 +276,9 @@ class SessionCache:
     device) is paid once.
     """
 
-    def __init__(self, capacity: int = 4) -> None:
+    def __init__(self, capacity: int = 4, *, threads: int = 0) -> None:
         self.capacity = capacity
+        self.threads = threads
         self._entries: OrderedDict[tuple[str, str], LoadedModel] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -286,7 +290,7 @@ class SessionCache:
             if hit is not None:
                 self._entries.move_to_end(key)
                 return dataclasses.replace(hit, source=source, notes=list(hit.notes)), True
-        loaded = load_model(data, provider=provider, source=source)
+        loaded = load_model(data, provider=provider, source=source, threads=self.threads)
         with self._lock:
             self._entries[key] = loaded
             while len(self._entries) > self.capacity:

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 
@@ -37,7 +38,9 @@ class GateServer:
         self.config = config
         self.store = AuditStore(config.audit_db)
         self.models = ModelStore(config.model_dir, max_bytes=config.max_model_bytes)
-        self.servicer = GateServicer(config, self.store, self.models, Caches.at(config.cache_dir))
+        # each running evaluation gets its share of the cores
+        threads = max(1, (os.cpu_count() or 1) // config.max_concurrent_evaluations)
+        self.servicer = GateServicer(config, self.store, self.models, Caches.at(config.cache_dir, threads=threads))
         # queued evaluations hold a thread while they wait; keep some for everything else
         workers = config.max_concurrent_evaluations + config.max_queued_evaluations + 8
         self._grpc = grpc.server(
