@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 from gate import __version__
 from gate.errors import GateError, RequestError
 from gate.inference import PROVIDERS
+from gate.logs import configure as configure_logging
 from gate.report import RENDERERS
 from gate.verdict import Decision, Verdict
 
@@ -39,6 +41,18 @@ def _write_atomic(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+REPORT_FILES = {"json": "verdict.json", "markdown": "report.md", "junit": "junit.xml", "html": "report.html"}
+
+
+def _report_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--report-dir",
+        type=Path,
+        help="also write every report there: " + ", ".join(REPORT_FILES.values()),
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar on stderr")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -74,6 +88,7 @@ def _parser() -> argparse.ArgumentParser:
         help="tensor and result caches (default: $GATE_CACHE_DIR, else $XDG_CACHE_HOME/gate or ~/.cache/gate)",
     )
     ev.add_argument("--no-cache", action="store_true", help="decode and infer from scratch; write no cache")
+    _report_options(ev)
 
     ck = sub.add_parser(
         "check",
@@ -99,7 +114,12 @@ def _parser() -> argparse.ArgumentParser:
         help="label the evaluation (pipeline_id=..., git_sha=..., or any key); repeatable",
     )
     ck.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for the verdict (default 3600)")
-    ck.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    _report_options(ck)
+
+    he = sub.add_parser("health", help="ask a gate server whether it is serving (exit 0) or not (exit 1)")
+    he.add_argument("--server", default="127.0.0.1:50051", help="HOST:PORT (default 127.0.0.1:50051)")
+    he.add_argument("--service", default="", help="service name to ask about (default: the whole server)")
+    he.add_argument("--timeout", type=float, default=5.0, help="seconds to wait (default 5)")
 
     sv = sub.add_parser("serve", help="run the gate server")
     sv.add_argument("--config", type=Path, help="configuration YAML (default: embedded defaults)")
@@ -148,25 +168,47 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from gate.evaluation import evaluate
 
     caches = None if args.no_cache else Caches.at(args.cache_dir or _default_cache_dir())
-    verdict = evaluate(
-        args.model, args.dataset, args.policy, provider=args.provider, batch_size=args.batch_size, caches=caches
-    )
+    progress = _Progress(args.quiet)
+    try:
+        verdict = evaluate(
+            args.model,
+            args.dataset,
+            args.policy,
+            provider=args.provider,
+            batch_size=args.batch_size,
+            caches=caches,
+            progress=progress,
+        )
+    finally:
+        progress.end()
     if verdict.error:
         logging.getLogger("gate").error("%s: %s", verdict.error["type"], verdict.error["message"])
-    return _emit(verdict, args.format, args.output, "eval")
+    return _emit(verdict, args, "eval")
 
 
-def _emit(verdict: Verdict, fmt: str, output: Path | None, command: str) -> int:
-    text = RENDERERS[fmt](verdict)
-    if output is not None:
+def _emit(verdict: Verdict, args: argparse.Namespace, command: str) -> int:
+    """Print (or write) the report; write the report directory and the CI job summary."""
+    try:
+        if args.report_dir is not None:
+            for fmt, name in REPORT_FILES.items():
+                _write_atomic(args.report_dir / name, RENDERERS[fmt](verdict))
+            print(f"reports written to {args.report_dir}", file=sys.stderr)
+        text = RENDERERS[args.format](verdict)
+        if args.output is not None:
+            _write_atomic(args.output, text)
+            print(f"verdict {verdict.decision.value} written to {args.output}", file=sys.stderr)
+        else:
+            sys.stdout.write(text)
+    except OSError as e:
+        print(f"gate {command}: cannot write {e.filename}: {e.strerror}", file=sys.stderr)
+        return EXIT_ERROR
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary:
         try:
-            _write_atomic(output, text)
-        except OSError as e:
-            print(f"gate {command}: cannot write {output}: {e.strerror}", file=sys.stderr)
-            return EXIT_ERROR
-        print(f"verdict {verdict.decision.value} written to {output}", file=sys.stderr)
-    else:
-        sys.stdout.write(text)
+            with open(summary, "a", encoding="utf-8") as f:
+                f.write(RENDERERS["markdown"](verdict) + "\n")
+        except OSError as e:  # a missing job summary must not change the gate's answer
+            print(f"gate {command}: cannot append to GITHUB_STEP_SUMMARY ({summary}): {e.strerror}", file=sys.stderr)
     return verdict.exit_code
 
 
@@ -187,17 +229,26 @@ def _labels(pairs: list[str]) -> dict[str, Any]:
 
 
 class _Progress:
-    """'done/total samples' on one stderr line, only when stderr is a terminal."""
+    """A progress bar on stderr, only when stderr is a terminal and not ``--quiet``."""
+
+    WIDTH = 30
 
     def __init__(self, quiet: bool) -> None:
         self.enabled = not quiet and sys.stderr.isatty()
         self.shown = False
+        self.started = time.monotonic()
+        self.last = 0.0
 
     def __call__(self, done: int, total: int) -> None:
-        if self.enabled:
-            sys.stderr.write(f"\rgate: {done}/{total} samples")
-            sys.stderr.flush()
-            self.shown = True
+        now = time.monotonic()
+        if not self.enabled or (done < total and now - self.last < 0.1):
+            return
+        self.last = now
+        filled = self.WIDTH * done // max(total, 1)
+        rate = done / max(now - self.started, 1e-9)
+        sys.stderr.write(f"\rgate: [{'#' * filled}{'.' * (self.WIDTH - filled)}] {done}/{total} samples, {rate:,.0f}/s")
+        sys.stderr.flush()
+        self.shown = True
 
     def end(self) -> None:
         if self.shown:
@@ -243,7 +294,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
         progress.end()
     if verdict.error:
         logging.getLogger("gate").error("%s: %s", verdict.error["type"], verdict.error["message"])
-    return _emit(verdict, args.format, args.output, "check")
+    return _emit(verdict, args, "check")
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -254,6 +305,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     try:
         config = load_config(args.config, listen=args.listen)
+        configure_logging(args.log_level, config.log_format)
         if args.config is None:
             from gate import demo
 
@@ -377,6 +429,19 @@ def json_labels(labels: Any) -> dict[str, Any]:
     return labels_to_dict(labels)
 
 
+def _cmd_health(args: argparse.Namespace) -> int:
+    from gate.client import GateClient, GateClientError
+
+    try:
+        with GateClient(args.server, timeout=args.timeout) as client:
+            status = client.health(args.service)
+    except GateClientError as e:
+        print(f"gate health: {args.server}: {e.message}", file=sys.stderr)
+        return 1
+    print(status)
+    return 0 if status == "SERVING" else 1
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from gate.demo import run
 
@@ -405,20 +470,19 @@ def _cmd_policy_validate(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        stream=sys.stderr,
-        # the server reports what it does; the other commands only problems
-        level=(logging.INFO if args.command == "serve" else logging.WARNING, logging.INFO, logging.DEBUG)[
-            min(args.verbose, 2)
-        ],
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    # the server reports what it does; the other commands only problems
+    level = (logging.INFO if args.command == "serve" else logging.WARNING, logging.INFO, logging.DEBUG)[
+        min(args.verbose, 2)
+    ]
+    configure_logging(level, "text")
+    args.log_level = level
     commands = {
         "eval": _cmd_eval,
         "check": _cmd_check,
         "serve": _cmd_serve,
         "history": _cmd_history,
         "demo": _cmd_demo,
+        "health": _cmd_health,
         "policy": _cmd_policy_validate,
     }
     try:

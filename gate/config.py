@@ -11,6 +11,8 @@ max_concurrent_evaluations: 2   # evaluations running at once
 max_queued_evaluations: 8       # waiting beyond those; more is RESOURCE_EXHAUSTED
 evaluation_timeout_s: 900
 default_provider: auto          # auto | cuda | cpu
+metrics_listen: 0.0.0.0:9464     # Prometheus /metrics over HTTP (default: off)
+log_format: json                # text | json (one object a line, with the evaluation id)
 default_batch_size: null         # null: chosen per model (about 24 MiB of input)
 ```
 
@@ -25,7 +27,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import Field, ValidationError, field_validator
@@ -62,6 +64,8 @@ class ServerConfig(BaseSettings):
     max_queued_evaluations: int = Field(default=8, ge=0, le=10_000)
     evaluation_timeout_s: float = Field(default=900.0, gt=0)
     default_provider: Provider = "auto"
+    metrics_listen: str | None = None  # HOST:PORT of the Prometheus /metrics endpoint; None: off
+    log_format: Literal["text", "json"] = "text"
     default_batch_size: int | None = Field(default=None, ge=1)  # None: chosen per model
 
     @field_validator("datasets", "policies", mode="before")
@@ -69,9 +73,11 @@ class ServerConfig(BaseSettings):
     def _one_or_many(cls, value: Any) -> Any:
         return [value] if isinstance(value, str | Path) else value
 
-    @field_validator("listen")
+    @field_validator("listen", "metrics_listen")
     @classmethod
-    def _host_port(cls, value: str) -> str:
+    def _host_port(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
         host, sep, port = value.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
             raise ValueError(f"listen={value!r} is not valid; it should be HOST:PORT (port 0 picks a free one)")

@@ -24,6 +24,7 @@ from gate.errors import InternalError
 from gate.inference import cuda_runs
 from gate.registry import ModelStore, Registry
 from gate.server.interceptors import ErrorInterceptor
+from gate.server.metrics import ServerMetrics
 from gate.server.servicer import GateServicer
 from gate.store import AuditStore
 
@@ -41,6 +42,13 @@ class GateServer:
         # each running evaluation gets its share of the cores
         threads = max(1, (os.cpu_count() or 1) // config.max_concurrent_evaluations)
         self.servicer = GateServicer(config, self.store, self.models, Caches.at(config.cache_dir, threads=threads))
+        self.metrics = ServerMetrics(
+            running=lambda: self.servicer.admission.running,
+            waiting=lambda: self.servicer.admission.waiting,
+            store_bytes=self.models.total_bytes,
+        )
+        self.servicer.metrics = self.metrics
+        self.metrics_port: int | None = None
         # queued evaluations hold a thread while they wait; keep some for everything else
         workers = config.max_concurrent_evaluations + config.max_queued_evaluations + 8
         self._grpc = grpc.server(
@@ -81,6 +89,8 @@ class GateServer:
             log.warning("recorded %d evaluations interrupted by the last shutdown as ERROR", len(interrupted))
         self._grpc.start()
         log.info("gate listening on %s", self.address)
+        if self.config.metrics_listen:
+            self.metrics_port = self.metrics.serve(self.config.metrics_listen)
         log.info(
             "execution providers: %s (default provider: %s)",
             "CUDA and CPU" if cuda_runs() else "CPU only (CUDA cannot run here)",
@@ -106,6 +116,7 @@ class GateServer:
     def stop(self, grace: float | None = 2.0) -> None:
         self.health.enter_graceful_shutdown()
         self._grpc.stop(grace).wait()
+        self.metrics.stop()
         self.store.close()
 
     def __enter__(self) -> GateServer:

@@ -32,10 +32,12 @@ from gate.errors import (
 )
 from gate.evaluation import evaluate
 from gate.inference import cuda_runs
+from gate.logs import EVALUATION_ID
 from gate.policy import Policy, parse_policy
 from gate.registry import SHA256_RE, ModelStore, Registry
 from gate.server import convert
 from gate.server.admission import Admission
+from gate.server.metrics import ServerMetrics
 from gate.store import AuditStore
 from gate.verdict import Decision, Verdict
 
@@ -56,6 +58,7 @@ class GateServicer(pb_grpc.GateServiceServicer):  # type: ignore[misc,unused-ign
         self.models = models
         self.admission = Admission(running=config.max_concurrent_evaluations, queued=config.max_queued_evaluations)
         self.registry: Registry | None = None
+        self.metrics: ServerMetrics | None = None
 
     # -- helpers ---------------------------------------------------------------------
 
@@ -203,6 +206,7 @@ class GateServicer(pb_grpc.GateServiceServicer):  # type: ignore[misc,unused-ign
             events.put(("progress", (done, total)))
 
         def work() -> None:
+            EVALUATION_ID.set(verdict.evaluation_id)  # this thread's log records carry the id
             try:
                 result = evaluate(
                     model_bytes,
@@ -275,9 +279,17 @@ class GateServicer(pb_grpc.GateServiceServicer):  # type: ignore[misc,unused-ign
         try:
             self.store.record_result(verdict.evaluation_id, verdict.to_dict())
         except GateError as e:  # e.g. the store closed under a server that is stopping
-            log.error("evaluation %s could not be recorded: %s", verdict.evaluation_id, e.message)
+            log.error("evaluation could not be recorded: %s", e.message, extra={"evaluation_id": verdict.evaluation_id})
             return
-        log.info("evaluation %s: %s", verdict.evaluation_id, verdict.decision.value)
+        if self.metrics is not None:
+            self.metrics.observe(verdict)
+        log.info(
+            "evaluation %s: %s%s",
+            verdict.evaluation_id,
+            verdict.decision.value,
+            f" ({verdict.error['type']}: {verdict.error['message']})" if verdict.error else "",
+            extra={"evaluation_id": verdict.evaluation_id},
+        )
 
     # -- the record ------------------------------------------------------------------
 
