@@ -17,7 +17,7 @@ demo: $(STAMP)
 	$(BIN)/gate demo
 
 test: $(STAMP)
-	$(BIN)/ruff check gate tests proto benchmarks
+	$(BIN)/ruff check gate tests proto benchmarks docs
 	@if command -v npm >/dev/null; then cd tests/interop && npm ci --no-audit --no-fund --silent; fi
 	$(BIN)/mypy
 	$(BIN)/pytest -q
