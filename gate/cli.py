@@ -1,6 +1,7 @@
 """The ``gate`` command line. Exit codes (a contract): 0 PASS, 1 FAIL, 2 ERROR.
 
-Flags and environment are read here and nowhere deeper. With ``--format json`` stdout
+Flags and environment are read here and nowhere deeper (``GATE_TOKEN`` included: the
+bearer token of the commands that talk to a server). With ``--format json`` stdout
 carries exactly one JSON document; logs always go to stderr.
 """
 
@@ -11,12 +12,13 @@ import hashlib
 import json
 import logging
 import os
+import secrets
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gate import __version__
 from gate.errors import GateError, RequestError
@@ -24,6 +26,9 @@ from gate.inference import PROVIDERS
 from gate.logs import configure as configure_logging
 from gate.report import RENDERERS
 from gate.verdict import Decision, Verdict
+
+if TYPE_CHECKING:
+    from gate.client import GateClient
 
 EXIT_ERROR = 2
 
@@ -53,6 +58,58 @@ def _report_options(p: argparse.ArgumentParser) -> None:
         help="also write every report there: " + ", ".join(REPORT_FILES.values()),
     )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar on stderr")
+
+
+def _client_options(p: argparse.ArgumentParser) -> None:
+    """TLS, token and size options of the commands that talk to a gate server."""
+    g = p.add_argument_group("connection (TLS, authentication)")
+    g.add_argument("--tls", action="store_true", help="use TLS, trusting the system's roots (implied by --tls-*)")
+    g.add_argument("--tls-ca", type=Path, metavar="FILE", help="PEM CA bundle that signed the server's certificate")
+    g.add_argument("--tls-cert", type=Path, metavar="FILE", help="PEM client certificate (mutual TLS)")
+    g.add_argument("--tls-key", type=Path, metavar="FILE", help="PEM key of the client certificate")
+    g.add_argument("--tls-server-name", metavar="NAME", help="name expected in the server's certificate")
+    g.add_argument(
+        "--token-file",
+        type=Path,
+        metavar="FILE",
+        help="file holding the bearer token (default: $GATE_TOKEN; none: no token)",
+    )
+    g.add_argument(
+        "--max-message-bytes",
+        type=int,
+        metavar="N",
+        help="largest gRPC message; match the server's max_message_bytes (default: 8 MiB)",
+    )
+
+
+def _token(args: argparse.Namespace) -> str | None:
+    """The bearer token: --token-file, else $GATE_TOKEN, else none."""
+    if args.token_file is not None:
+        try:
+            token: str = args.token_file.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as e:
+            raise RequestError(f"--token-file: cannot read {args.token_file}: {e}") from e
+        if not token:
+            raise RequestError(f"--token-file: {args.token_file} is empty")
+        return token
+    return os.environ.get("GATE_TOKEN", "").strip() or None
+
+
+def _client(args: argparse.Namespace, server: str, timeout: float) -> GateClient:
+    from gate.client import GateClient
+    from gate.config import DEFAULT_MAX_MESSAGE_BYTES
+
+    return GateClient(
+        server,
+        timeout=timeout,
+        tls=args.tls,
+        tls_ca=args.tls_ca,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_server_name=args.tls_server_name,
+        token=_token(args),
+        max_message_bytes=args.max_message_bytes or DEFAULT_MAX_MESSAGE_BYTES,
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -115,11 +172,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     ck.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for the verdict (default 3600)")
     _report_options(ck)
+    _client_options(ck)
 
     he = sub.add_parser("health", help="ask a gate server whether it is serving (exit 0) or not (exit 1)")
     he.add_argument("--server", default="127.0.0.1:50051", help="HOST:PORT (default 127.0.0.1:50051)")
     he.add_argument("--service", default="", help="service name to ask about (default: the whole server)")
     he.add_argument("--timeout", type=float, default=5.0, help="seconds to wait (default 5)")
+    _client_options(he)
 
     sv = sub.add_parser("serve", help="run the gate server")
     sv.add_argument("--config", type=Path, help="configuration YAML (default: embedded defaults)")
@@ -136,6 +195,7 @@ def _parser() -> argparse.ArgumentParser:
     hi.add_argument("--verdict", choices=["PASS", "FAIL", "ERROR"], help="only this verdict")
     hi.add_argument("--limit", type=int, default=20, help="at most this many (default 20)")
     hi.add_argument("--format", choices=["text", "json"], default="text")
+    _client_options(hi)
 
     dm = sub.add_parser(
         "demo",
@@ -153,6 +213,11 @@ def _parser() -> argparse.ArgumentParser:
     val = pol_sub.add_parser("validate", help="check a policy file; exit 0 when valid, 2 when not")
     val.add_argument("policy", help="policy YAML file")
     val.add_argument("--dataset", help="also check the class names against this dataset")
+
+    tok = sub.add_parser("token", help="make bearer tokens for the server's `tokens:` configuration")
+    tok_sub = tok.add_subparsers(dest="token_command", required=True)
+    tok_sub.add_parser("new", help="print a fresh random token and its SHA-256 (the configuration takes the hash)")
+    tok_sub.add_parser("hash", help="read a token on stdin and print its SHA-256")
     return p
 
 
@@ -256,7 +321,7 @@ class _Progress:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from gate.client import GateClient, GateClientError
+    from gate.client import GateClientError
 
     progress = _Progress(args.quiet)
     policy_file = Path(args.policy)
@@ -265,7 +330,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
         labels = _labels(args.label)
         data = args.model.read_bytes()
         policy_yaml = policy_file.read_text(encoding="utf-8") if policy_file.is_file() else None
-        with GateClient(args.server, timeout=args.timeout) as client:
+        with _client(args, args.server, args.timeout) as client:
             client.upload_model(data, filename=args.model.name)
             evaluation = client.evaluate(
                 hashlib.sha256(data).hexdigest(),
@@ -355,9 +420,7 @@ def _cmd_history(args: argparse.Namespace) -> int:
 
     try:
         if args.server:
-            from gate.client import GateClient
-
-            with GateClient(args.server, timeout=60) as client:
+            with _client(args, args.server, 60) as client:
                 found = client.list_verdicts(
                     model_sha256=args.model,
                     dataset=args.dataset,
@@ -430,16 +493,30 @@ def json_labels(labels: Any) -> dict[str, Any]:
 
 
 def _cmd_health(args: argparse.Namespace) -> int:
-    from gate.client import GateClient, GateClientError
-
     try:
-        with GateClient(args.server, timeout=args.timeout) as client:
+        with _client(args, args.server, args.timeout) as client:
             status = client.health(args.service)
-    except GateClientError as e:
+    except GateError as e:
         print(f"gate health: {args.server}: {e.message}", file=sys.stderr)
         return 1
     print(status)
     return 0 if status == "SERVING" else 1
+
+
+def _cmd_token(args: argparse.Namespace) -> int:
+    from gate.server.auth import token_sha256
+
+    if args.token_command == "new":
+        token = secrets.token_urlsafe(32)  # 256 random bits: an unsalted hash is safe to store
+        print(f"token: {token}")
+        print(f"sha256: {token_sha256(token)}")
+        return 0
+    token = sys.stdin.read().strip()
+    if not token:
+        print("gate token hash: no token on stdin", file=sys.stderr)
+        return EXIT_ERROR
+    print(token_sha256(token))
+    return 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -484,6 +561,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "demo": _cmd_demo,
         "health": _cmd_health,
         "policy": _cmd_policy_validate,
+        "token": _cmd_token,
     }
     try:
         return commands[args.command](args)

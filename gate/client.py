@@ -1,13 +1,16 @@
 """A thin Python client of the gate service, used by ``gate check`` and the demo.
 
 Errors from the server arrive as :class:`GateClientError`, carrying the gRPC status
-code name and the server's message.
+code name and the server's message. TLS (with a client certificate for mutual TLS) and a
+bearer token are options of :class:`GateClient`; a client-side setting that cannot work
+(an unreadable certificate file, half a key pair) is a :class:`RequestError`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +22,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gate._proto.gate.v1 import gate_pb2 as pb
 from gate._proto.gate.v1 import gate_pb2_grpc as pb_grpc
-from gate.errors import GateError
+from gate.config import DEFAULT_MAX_MESSAGE_BYTES, REPLY_SIZE_FACTOR
+from gate.errors import GateError, RequestError
 from gate.server.convert import labels_to_pb
 
 CHUNK_BYTES = 1 << 20
@@ -58,11 +62,74 @@ def _rpc(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def _read_pem(option: str, path: str | os.PathLike[str] | None) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        return Path(path).read_bytes()
+    except OSError as e:
+        raise RequestError(f"{option}: cannot read {path}: {e.strerror}") from e
+
+
+def _channel_credentials(
+    tls_ca: str | os.PathLike[str] | None,
+    tls_cert: str | os.PathLike[str] | None,
+    tls_key: str | os.PathLike[str] | None,
+) -> grpc.ChannelCredentials:
+    if (tls_cert is None) != (tls_key is None):
+        raise RequestError("a client certificate needs its key: give tls_cert and tls_key together")
+    return grpc.ssl_channel_credentials(
+        root_certificates=_read_pem("tls_ca", tls_ca),  # None: the system's trusted roots
+        private_key=_read_pem("tls_key", tls_key),
+        certificate_chain=_read_pem("tls_cert", tls_cert),
+    )
+
+
 class GateClient:
-    def __init__(self, target: str, *, timeout: float | None = None) -> None:
+    """A connection to a gate server.
+
+    TLS is used when ``tls`` is true or any ``tls_*`` file is given: ``tls_ca`` is the
+    PEM bundle that signed the server's certificate (default: the system's roots),
+    ``tls_cert``/``tls_key`` the client certificate a mutual-TLS server asks for, and
+    ``tls_server_name`` the name expected in the server's certificate when it differs
+    from the target's host. ``token`` is sent as ``authorization: Bearer <token>`` with
+    every call; without TLS it crosses the network in clear text. ``max_message_bytes``
+    should match the server's setting.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        timeout: float | None = None,
+        tls: bool = False,
+        tls_ca: str | os.PathLike[str] | None = None,
+        tls_cert: str | os.PathLike[str] | None = None,
+        tls_key: str | os.PathLike[str] | None = None,
+        tls_server_name: str | None = None,
+        token: str | None = None,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    ) -> None:
         self.target = target
         self.timeout = timeout
-        self._channel = grpc.insecure_channel(target, options=[("grpc.max_receive_message_length", 64 << 20)])
+        self._metadata: tuple[tuple[str, str], ...] = ()
+        if token is not None:
+            if not token or not token.isascii() or not token.isprintable() or " " in token:
+                raise RequestError("the token must be non-empty printable ASCII without spaces")
+            self._metadata = (("authorization", f"Bearer {token}"),)
+        options: list[tuple[str, Any]] = [
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.max_receive_message_length", REPLY_SIZE_FACTOR * max_message_bytes),
+        ]
+        if tls or tls_ca is not None or tls_cert is not None or tls_key is not None:
+            if tls_server_name:
+                options.append(("grpc.ssl_target_name_override", tls_server_name))
+            credentials = _channel_credentials(tls_ca, tls_cert, tls_key)
+            self._channel = grpc.secure_channel(target, credentials, options=options)
+        elif tls_server_name:
+            raise RequestError("tls_server_name applies only to TLS: give tls_ca (or tls) as well")
+        else:
+            self._channel = grpc.insecure_channel(target, options=options)
         self._stub = pb_grpc.GateServiceStub(self._channel)  # type: ignore[no-untyped-call]
 
     def close(self) -> None:
@@ -79,7 +146,9 @@ class GateClient:
     @_rpc
     def health(self, service: str = "") -> str:
         stub = health_pb2_grpc.HealthStub(self._channel)
-        reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=self.timeout or 10)
+        reply = stub.Check(
+            health_pb2.HealthCheckRequest(service=service), timeout=self.timeout or 10, metadata=self._metadata
+        )
         return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
 
     @_rpc
@@ -104,7 +173,7 @@ class GateClient:
                     yield pb.ModelChunk(data=bytes(piece))
             yield pb.ModelChunk(sha256=digest.hexdigest())
 
-        ref: pb.ModelRef = self._stub.UploadModel(chunks(), timeout=self.timeout)
+        ref: pb.ModelRef = self._stub.UploadModel(chunks(), timeout=self.timeout, metadata=self._metadata)
         if ref.sha256 != digest.hexdigest():
             raise GateClientError("DATA_LOSS", f"the server stored {ref.sha256}, not {digest.hexdigest()}")
         return ref
@@ -138,7 +207,8 @@ class GateClient:
             request.policy_name = policy_name
         evaluation_id = ""
         result: Evaluation | None = None
-        for event in self._stub.Evaluate(request, timeout=self.timeout):  # read to the end of the stream
+        # read to the end of the stream
+        for event in self._stub.Evaluate(request, timeout=self.timeout, metadata=self._metadata):
             kind = event.WhichOneof("event")
             if kind == "accepted":
                 evaluation_id = event.accepted.evaluation_id
@@ -153,7 +223,7 @@ class GateClient:
     @_rpc
     def get_verdict(self, evaluation_id: str) -> pb.EvaluationRecord:
         record: pb.EvaluationRecord = self._stub.GetVerdict(
-            pb.GetVerdictRequest(evaluation_id=evaluation_id), timeout=self.timeout
+            pb.GetVerdictRequest(evaluation_id=evaluation_id), timeout=self.timeout, metadata=self._metadata
         )
         return record
 
@@ -174,19 +244,29 @@ class GateClient:
             limit=limit,
             decision=cast(pb.Decision, pb.Decision.Value(decision) if decision else pb.DECISION_UNSPECIFIED),
         )
-        return list(self._stub.ListVerdicts(request, timeout=self.timeout).records)
+        return list(self._stub.ListVerdicts(request, timeout=self.timeout, metadata=self._metadata).records)
 
     @_rpc
     def list_datasets(self) -> list[pb.DatasetEntry]:
-        return list(self._stub.ListDatasets(pb.ListDatasetsRequest(), timeout=self.timeout).datasets)
+        reply = self._stub.ListDatasets(pb.ListDatasetsRequest(), timeout=self.timeout, metadata=self._metadata)
+        return list(reply.datasets)
 
     @_rpc
     def list_policies(self) -> list[pb.PolicyEntry]:
-        return list(self._stub.ListPolicies(pb.ListPoliciesRequest(), timeout=self.timeout).policies)
+        reply = self._stub.ListPolicies(pb.ListPoliciesRequest(), timeout=self.timeout, metadata=self._metadata)
+        return list(reply.policies)
 
     @_rpc
     def validate_policy(self, policy_yaml: str, *, dataset: str = "") -> pb.ValidatePolicyResponse:
         reply: pb.ValidatePolicyResponse = self._stub.ValidatePolicy(
-            pb.ValidatePolicyRequest(policy_yaml=policy_yaml, dataset=dataset), timeout=self.timeout
+            pb.ValidatePolicyRequest(policy_yaml=policy_yaml, dataset=dataset),
+            timeout=self.timeout,
+            metadata=self._metadata,
         )
+        return reply
+
+    @_rpc
+    def reload(self) -> pb.ReloadResponse:
+        """Ask the server to re-read its datasets and policies (needs the admin role)."""
+        reply: pb.ReloadResponse = self._stub.Reload(pb.ReloadRequest(), timeout=self.timeout, metadata=self._metadata)
         return reply

@@ -10,10 +10,17 @@ max_model_bytes: 2147483648
 max_concurrent_evaluations: 2   # evaluations running at once
 max_queued_evaluations: 8       # waiting beyond those; more is RESOURCE_EXHAUSTED
 evaluation_timeout_s: 900
+max_worker_memory_bytes: null   # address-space limit of each inference worker process
 default_provider: auto          # auto | cuda | cpu
 metrics_listen: 0.0.0.0:9464     # Prometheus /metrics over HTTP (default: off)
 log_format: json                # text | json (one object a line, with the evaluation id)
 default_batch_size: null         # null: chosen per model (about 24 MiB of input)
+max_message_bytes: 8388608      # largest gRPC request (uploads travel in 1 MiB chunks)
+tls_cert: certs/server.pem      # PEM chain the server presents; with tls_key: TLS (default: off)
+tls_key: certs/server.key
+tls_client_ca: certs/ca.pem     # set: client certificates signed by this CA are required (mutual TLS)
+tokens:                         # bearer tokens, by SHA-256 only (default: none, authentication off)
+  - {name: ci-pipeline, sha256: <64 hex digits from `gate token new`>, roles: [submit]}
 ```
 
 Relative paths in a file are relative to that file; in the environment (e.g.
@@ -25,18 +32,23 @@ gives the embedded defaults: the demo held-out set and the shipped policies.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from gate.errors import RequestError
 from gate.inference import Provider
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
+DEFAULT_MAX_MESSAGE_BYTES = 8 << 20  # upload chunks are 1 MiB; inline policies at most 1 MiB
+REPLY_SIZE_FACTOR = 4  # replies (a page of verdicts with their JSON) may be larger than requests
+
+Role = Literal["submit", "admin"]  # admin may do everything submit may, and Reload
 
 
 class ConfigError(RequestError):
@@ -52,6 +64,23 @@ def shipped_policies_dir() -> Path:
     raise ConfigError("the shipped policies are missing (looked in the source tree and <prefix>/share/gate/policies)")
 
 
+class TokenEntry(BaseModel):
+    """One bearer token the server accepts, known only by the SHA-256 of its text."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1)  # who holds it; logged, never the token
+    sha256: str
+    roles: tuple[Role, ...] = Field(min_length=1)
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex_digest(cls, value: str) -> str:
+        if not re.fullmatch(r"[0-9a-fA-F]{64}", value):
+            raise ValueError("it should be the 64 hex digits of the token's SHA-256 (`gate token hash`)")
+        return value.lower()
+
+
 class ServerConfig(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GATE_", extra="forbid", frozen=True)
 
@@ -64,9 +93,16 @@ class ServerConfig(BaseSettings):
     max_queued_evaluations: int = Field(default=8, ge=0, le=10_000)
     evaluation_timeout_s: float = Field(default=900.0, gt=0)
     default_provider: Provider = "auto"
+    max_worker_memory_bytes: int | None = Field(default=None, ge=1 << 26)  # per worker process; None: no limit
     metrics_listen: str | None = None  # HOST:PORT of the Prometheus /metrics endpoint; None: off
     log_format: Literal["text", "json"] = "text"
     default_batch_size: int | None = Field(default=None, ge=1)  # None: chosen per model
+    # an upload chunk (1 MiB) and its framing must fit
+    max_message_bytes: int = Field(default=DEFAULT_MAX_MESSAGE_BYTES, ge=2 << 20)
+    tls_cert: Path | None = None  # PEM certificate chain; with tls_key the server speaks only TLS
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None  # PEM CA bundle; set: clients must present a certificate it signed
+    tokens: list[TokenEntry] = Field(default_factory=list)  # empty: no authentication (loopback/demo only)
 
     @field_validator("datasets", "policies", mode="before")
     @classmethod
@@ -82,6 +118,20 @@ class ServerConfig(BaseSettings):
         if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
             raise ValueError(f"listen={value!r} is not valid; it should be HOST:PORT (port 0 picks a free one)")
         return value
+
+    @model_validator(mode="after")
+    def _consistent_security(self) -> ServerConfig:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: set both for TLS, or neither")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError("tls_client_ca (mutual TLS) needs tls_cert and tls_key")
+        # a name identifies its holder in the log; one token under two names would not
+        for attribute in ("name", "sha256"):
+            values = [getattr(t, attribute) for t in self.tokens]
+            repeated = sorted({v for v in values if values.count(v) > 1})
+            if repeated:
+                raise ValueError(f"tokens: each {attribute} may appear once; repeated: {', '.join(repeated)}")
+        return self
 
     @classmethod
     def settings_customise_sources(
@@ -108,7 +158,7 @@ class ServerConfig(BaseSettings):
         return self.data_dir / "cache"
 
 
-_PATH_KEYS = ("data_dir", "datasets", "policies")
+_PATH_KEYS = ("data_dir", "datasets", "policies", "tls_cert", "tls_key", "tls_client_ca")
 
 
 def _resolve_paths(values: dict[str, Any], base: Path) -> dict[str, Any]:

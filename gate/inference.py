@@ -20,6 +20,7 @@ import hashlib
 import io
 import json
 import logging
+import posixpath
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -161,12 +162,122 @@ def _session(data: bytes, providers: list[str], source: str, threads: int = 0) -
         raise ModelError(f"cannot load model {source}: {text}") from e
 
 
+# Where tensors can sit in a serialized ModelProto: per message, the field numbers of its
+# sub-messages that can hold tensors (onnx.proto3; tests/test_corpus.py checks them
+# against onnx's own descriptors). Everything else is skipped by its length.
+_TENSOR_PATHS: dict[str, dict[int, str]] = {
+    "model": {7: "graph", 20: "training", 25: "function"},
+    "training": {1: "graph", 2: "graph"},
+    "function": {7: "node", 11: "attribute"},
+    "graph": {1: "node", 5: "tensor", 15: "sparse"},
+    "node": {5: "attribute"},
+    "attribute": {5: "tensor", 6: "graph", 10: "tensor", 11: "graph", 22: "sparse", 23: "sparse"},
+    "sparse": {1: "tensor", 2: "tensor"},
+}
+_TENSOR_NAME, _TENSOR_EXTERNAL_DATA, _TENSOR_DATA_LOCATION, _EXTERNAL = 8, 13, 14, 1
+_MAX_NESTING = 100  # protobuf's own default recursion limit
+
+
+def _fields(buf: memoryview) -> Iterator[tuple[int, int, int | memoryview]]:
+    """(field number, wire type, value) of one protobuf message; stops at malformed bytes
+    (ONNX Runtime then refuses the model with its own message)."""
+
+    def varint(pos: int) -> tuple[int, int]:
+        value = shift = 0
+        while pos < len(buf) and shift < 64:
+            byte = buf[pos]
+            value |= (byte & 0x7F) << shift
+            pos, shift = pos + 1, shift + 7
+            if not byte & 0x80:
+                return value, pos
+        raise ValueError("truncated varint")
+
+    pos = 0
+    try:
+        while pos < len(buf):
+            key, pos = varint(pos)
+            number, wire = key >> 3, key & 7
+            if wire == 0:
+                value, pos = varint(pos)
+                yield number, wire, value
+            elif wire == 2:
+                size, pos = varint(pos)
+                if pos + size > len(buf):
+                    return
+                yield number, wire, buf[pos : pos + size]
+                pos += size
+            elif wire in (1, 5):
+                pos += 8 if wire == 1 else 4
+            else:  # groups (unused by ONNX) or garbage
+                return
+    except ValueError:
+        return
+
+
+def external_tensors(data: bytes) -> list[tuple[str, str | None]]:
+    """(name, location) of every tensor whose data the model keeps outside its own bytes
+    (``data_location: EXTERNAL``), read from the protobuf wire format without onnx."""
+    if b"location" not in data:  # an external tensor names its file under the key "location"
+        return []
+    found: list[tuple[str, str | None]] = []
+    stack: list[tuple[str, memoryview, int]] = [("model", memoryview(data), 0)]
+    while stack:
+        kind, buf, depth = stack.pop()
+        if kind == "tensor":
+            name, location, external = "", None, False
+            for number, _, value in _fields(buf):
+                if number == _TENSOR_NAME and isinstance(value, memoryview):
+                    name = bytes(value).decode("utf-8", "replace")
+                elif number == _TENSOR_DATA_LOCATION and value == _EXTERNAL:
+                    external = True
+                elif number == _TENSOR_EXTERNAL_DATA and isinstance(value, memoryview):
+                    entry = {n: bytes(v).decode("utf-8", "replace") for n, _, v in _fields(value) if n in (1, 2)}
+                    if entry.get(1) == "location":
+                        location = entry.get(2, "")
+            if external:
+                found.append((name, location))
+            continue
+        if depth >= _MAX_NESTING:
+            continue
+        nested = _TENSOR_PATHS[kind]
+        for number, wire, value in _fields(buf):
+            if wire == 2 and number in nested and isinstance(value, memoryview):
+                stack.append((nested[number], value, depth + 1))
+    return found
+
+
+def _refuse_external_data(data: bytes, source: str) -> None:
+    """gate loads models from bytes, so a tensor kept in another file cannot be resolved
+    (and ONNX Runtime would look for it relative to the process's working directory)."""
+    tensors = external_tensors(data)
+    if not tensors:
+        return
+    name, location = tensors[0]
+    more = f" (and {len(tensors) - 1} more tensor(s))" if len(tensors) > 1 else ""
+    fix = "gate loads self-contained models only: save it with its weights inside"
+    if not location:
+        raise ModelError(f"model {source} keeps tensor '{name}' in external data without a location{more}; {fix}")
+    posix = location.replace("\\", "/")
+    if posix.startswith("/") or (len(posix) > 1 and posix[0].isalpha() and posix[1] == ":"):  # C:\ on Windows
+        raise ModelError(
+            f"model {source} keeps tensor '{name}' in an external file at the absolute path '{location}'{more};"
+            f" absolute external data paths are refused, and {fix}"
+        )
+    if posixpath.normpath(posix).split("/")[0] == "..":
+        raise ModelError(
+            f"model {source} keeps tensor '{name}' in an external file '{location}' outside the model's"
+            f" directory{more}; external data paths that leave the model's directory are refused, and {fix}"
+        )
+    raise ModelError(f"model {source} keeps tensor '{name}' in an external file '{location}'{more}; {fix}")
+
+
 def load_model(data: bytes, *, provider: Provider = "auto", source: str = "<bytes>", threads: int = 0) -> LoadedModel:
     """Create a session for ONNX bytes on the requested provider and check its signature."""
     if provider not in PROVIDERS:
         raise ProviderError(f"provider={provider!r} is not valid. It should be one of {', '.join(PROVIDERS)}.")
     if not data:
         raise ModelError(f"cannot load model {source}: the file is empty")
+    _refuse_external_data(data, source)
     available = ort.get_available_providers()
     notes: list[str] = []
     if provider == "cpu" or (provider == "auto" and CUDA not in available):
@@ -356,7 +467,18 @@ def _run_plain(model: LoadedModel, chunks: Iterable[tuple[int, npt.NDArray[Any]]
         except Exception as e:
             raise _failed(model, done, n, e) from e
         done += n
-        yield np.asarray(y)[:n]
+        yield _rows(model, np.asarray(y), len(x), n, done - n)
+
+
+def _rows(model: LoadedModel, y: npt.NDArray[Any], fed: int, real: int, start: int) -> npt.NDArray[Any]:
+    """The real samples' rows of an output: exactly one row per input row, or ModelError
+    (a model that answers more or fewer rows than it was given cannot be judged)."""
+    if y.ndim < 1 or y.shape[0] != fed:
+        raise ModelError(
+            f"model {model.source} returned {y.shape[0] if y.ndim else 'no'} rows for the {fed} samples"
+            f" {start}..{start + real - 1} it was given; gate needs one row of scores per sample"
+        )
+    return y[:real]
 
 
 def _run_bound(model: LoadedModel, chunks: Iterable[tuple[int, npt.NDArray[Any]]]) -> Iterator[npt.NDArray[Any]]:
@@ -378,11 +500,11 @@ def _run_bound(model: LoadedModel, chunks: Iterable[tuple[int, npt.NDArray[Any]]
         first = next(queue, None)
         if first is None:
             return
-        ahead: tuple[int, Future[Any]] | None = (first[0], stager.submit(bind, first[1]))
+        ahead: tuple[int, int, Future[Any]] | None = (first[0], len(first[1]), stager.submit(bind, first[1]))
         while ahead is not None:
-            n, pending = ahead
+            n, fed, pending = ahead
             nxt = next(queue, None)
-            ahead = None if nxt is None else (nxt[0], stager.submit(bind, nxt[1]))
+            ahead = None if nxt is None else (nxt[0], len(nxt[1]), stager.submit(bind, nxt[1]))
             try:
                 binding = pending.result()
                 session.run_with_iobinding(binding)
@@ -390,7 +512,7 @@ def _run_bound(model: LoadedModel, chunks: Iterable[tuple[int, npt.NDArray[Any]]
             except Exception as e:
                 raise _failed(model, done, n, e) from e
             done += n
-            yield np.asarray(y)[:n]
+            yield _rows(model, np.asarray(y), fed, n, done - n)
 
 
 def predict(

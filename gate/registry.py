@@ -146,9 +146,12 @@ def _spec_files(paths: Iterable[Path], suffixes: tuple[str, ...]) -> Iterator[Pa
 class Registry:
     """The registered held-out datasets and policies, loaded once at start-up."""
 
-    def __init__(self, datasets: dict[str, Dataset], policies: dict[str, Policy]) -> None:
+    def __init__(
+        self, datasets: dict[str, Dataset], policies: dict[str, Policy], paths: dict[str, Path] | None = None
+    ) -> None:
         self.datasets = datasets
         self.policies = policies
+        self.paths = paths or {}  # dataset name -> the file it was loaded from
 
     @classmethod
     def load(
@@ -159,6 +162,7 @@ class Registry:
         configuration."""
         problems: list[str] = []
         datasets: dict[str, Dataset] = {}
+        paths: dict[str, Path] = {}
         for path in _spec_files(dataset_paths, (".yaml", ".yml")):
             try:
                 ds = load_dataset(path, digest_cache=digest_cache)
@@ -170,6 +174,7 @@ class Registry:
                     f"dataset {path}: the name '{ds.name}' is already taken by {datasets[ds.name].source_path}"
                 )
             datasets[ds.name] = ds
+            paths[ds.name] = path
         policies: dict[str, Policy] = {}
         for path in _spec_files(policy_paths, (".yaml", ".yml")):
             try:
@@ -190,7 +195,7 @@ class Registry:
             raise RequestError(
                 "the server's datasets and policies did not load:\n" + "\n".join(f"  - {p}" for p in problems)
             )
-        return cls(datasets, policies)
+        return cls(datasets, policies, paths)
 
     def dataset(self, name: str) -> Dataset:
         try:

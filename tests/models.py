@@ -148,3 +148,20 @@ def slow_lookup_model(k: int, *, width: int = 1024, depth: int = 16) -> bytes:
         helper.make_node("Neg", ["d2"], ["scores"]),
     ]
     return _model(nodes, [_f("x", ["N", 1])], [_f("scores", ["N", k])], init)
+
+
+def memory_hog_model(k: int, *, floats: int = 1 << 30) -> bytes:
+    """The lookup model that first tiles each sample to ``floats`` values (4 GiB by
+    default) and takes their maximum: same answers, an allocation no small worker has."""
+    init = [
+        numpy_helper.from_array(np.array([1, floats], dtype=np.int64), "reps"),
+        numpy_helper.from_array(np.arange(k, dtype=np.float32).reshape(1, k), "ks"),
+    ]
+    nodes = [
+        helper.make_node("Tile", ["x", "reps"], ["big"]),
+        helper.make_node("ReduceMax", ["big"], ["m"], axes=[1], keepdims=1),
+        helper.make_node("Sub", ["m", "ks"], ["d"]),
+        helper.make_node("Mul", ["d", "d"], ["d2"]),
+        helper.make_node("Neg", ["d2"], ["scores"]),
+    ]
+    return _model(nodes, [_f("x", ["N", 1])], [_f("scores", ["N", k])], init)

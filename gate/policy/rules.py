@@ -72,7 +72,8 @@ def _in_range(label: str, value: float | None, low: float, high: float) -> list[
 class Rule(BaseModel):
     """Fields and duties common to every rule type."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+    # thresholds are finite numbers: an infinite one cannot be written to the audit log
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False, allow_inf_nan=False)
 
     id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
     type: str

@@ -1,5 +1,6 @@
 """Assembling the server: gRPC with the GateService, the standard health service
-(SERVING only once datasets and policies have loaded) and server reflection.
+(SERVING only once datasets and policies have loaded) and server reflection; TLS (mutual
+with ``tls_client_ca``) when configured, and bearer-token authorisation (``auth``).
 
 ``create_server(config) -> (server, port)`` is what tests use (``listen`` with port 0);
 ``gate serve`` builds the same thing and blocks.
@@ -7,10 +8,14 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -19,29 +24,112 @@ from grpc_reflection.v1alpha import reflection
 from gate._proto.gate.v1 import gate_pb2 as pb
 from gate._proto.gate.v1 import gate_pb2_grpc as pb_grpc
 from gate.cache import Caches
-from gate.config import ServerConfig
-from gate.errors import InternalError
+from gate.config import REPLY_SIZE_FACTOR, ConfigError, ServerConfig
+from gate.errors import InternalError, RequestError
 from gate.inference import cuda_runs
 from gate.registry import ModelStore, Registry
+from gate.server.auth import AuthInterceptor
 from gate.server.interceptors import ErrorInterceptor
 from gate.server.metrics import ServerMetrics
 from gate.server.servicer import GateServicer
+from gate.server.workers import WorkerPool, WorkerSettings
 from gate.store import AuditStore
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["GateService"].full_name
-MAX_MESSAGE_BYTES = 8 << 20  # upload chunks are 1 MiB; inline policies at most 1 MiB
+
+
+def server_credentials(config: ServerConfig) -> grpc.ServerCredentials | None:
+    """TLS credentials from the configured PEM files, or None for a plain-text server."""
+    if config.tls_cert is None or config.tls_key is None:
+        return None
+
+    def read(key: str, path: Path) -> bytes:
+        try:
+            return path.read_bytes()
+        except OSError as e:
+            raise ConfigError(f"{key}: cannot read {path}: {e.strerror}") from e
+
+    client_ca = read("tls_client_ca", config.tls_client_ca) if config.tls_client_ca is not None else None
+    return grpc.ssl_server_credentials(
+        [(read("tls_key", config.tls_key), read("tls_cert", config.tls_cert))],
+        root_certificates=client_ca,
+        require_client_auth=client_ca is not None,
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+class _Servicer(GateServicer):
+    """The GateService with its administrative call, Reload, which replaces what the
+    whole server serves; start-up loading goes through the same :meth:`reload`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._reload_lock = threading.Lock()
+
+    def reload(self) -> Registry:
+        """Load the configured datasets and policies afresh and swap them in; on any
+        problem the error lists them all and the registry in service stays."""
+        with self._reload_lock:  # concurrent reloads would otherwise race to the swap
+            registry = Registry.load(self.config.datasets, self.config.policies, digest_cache=self.caches.digests)
+            # one assignment: a call sees the old registry or the new one, never a mix, and
+            # an evaluation that already started keeps the one it started with
+            self.registry = registry
+        return registry
+
+    def Reload(self, request: pb.ReloadRequest, context: grpc.ServicerContext) -> pb.ReloadResponse:
+        try:
+            registry = self.reload()
+        except RequestError as e:
+            log.warning("reload refused; still serving the previous datasets and policies: %s", e.message)
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, e.message)
+        log.info(
+            "reloaded: %d datasets (%s) and %d policies (%s)",
+            len(registry.datasets),
+            ", ".join(sorted(registry.datasets)),
+            len(registry.policies),
+            ", ".join(sorted(registry.policies)),
+        )
+        return pb.ReloadResponse(
+            datasets=[
+                pb.DatasetInfo(name=name, sha256=ds.sha256, samples=len(ds), classes=ds.classes)
+                for name, ds in sorted(registry.datasets.items())
+            ],
+            policies=[
+                pb.PolicyInfo(name=name, sha256=policy.sha256, source=policy.source)
+                for name, policy in sorted(registry.policies.items())
+            ],
+        )
 
 
 class GateServer:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
+        credentials = server_credentials(config)  # unreadable files stop the start here
         self.store = AuditStore(config.audit_db)
         self.models = ModelStore(config.model_dir, max_bytes=config.max_model_bytes)
         # each running evaluation gets its share of the cores
         threads = max(1, (os.cpu_count() or 1) // config.max_concurrent_evaluations)
-        self.servicer = GateServicer(config, self.store, self.models, Caches.at(config.cache_dir, threads=threads))
+        self.pool = WorkerPool(
+            config.max_concurrent_evaluations,
+            WorkerSettings(
+                cache_dir=config.cache_dir,
+                threads=threads,
+                memory_limit=config.max_worker_memory_bytes,
+                log_level=logging.getLogger().getEffectiveLevel(),
+                log_format=config.log_format,
+            ),
+        )
+        self.servicer = _Servicer(
+            config, self.store, self.models, Caches.at(config.cache_dir, threads=threads), self.pool
+        )
         self.metrics = ServerMetrics(
             running=lambda: self.servicer.admission.running,
             waiting=lambda: self.servicer.admission.waiting,
@@ -53,10 +141,10 @@ class GateServer:
         workers = config.max_concurrent_evaluations + config.max_queued_evaluations + 8
         self._grpc = grpc.server(
             ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gate-rpc"),
-            interceptors=[ErrorInterceptor()],
+            interceptors=[AuthInterceptor(config.tokens), ErrorInterceptor()],
             options=[
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_send_message_length", 4 * MAX_MESSAGE_BYTES),
+                ("grpc.max_receive_message_length", config.max_message_bytes),
+                ("grpc.max_send_message_length", REPLY_SIZE_FACTOR * config.max_message_bytes),
             ],
         )
         pb_grpc.add_GateServiceServicer_to_server(self.servicer, self._grpc)  # type: ignore[no-untyped-call]
@@ -68,7 +156,10 @@ class GateServer:
         )
         self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         try:
-            self.port = self._grpc.add_insecure_port(config.listen)
+            if credentials is None:
+                self.port = self._grpc.add_insecure_port(config.listen)
+            else:
+                self.port = self._grpc.add_secure_port(config.listen, credentials)
         except RuntimeError as e:
             self.store.close()
             raise InternalError(f"cannot listen on {config.listen}: {e}") from e
@@ -88,7 +179,20 @@ class GateServer:
         if interrupted:
             log.warning("recorded %d evaluations interrupted by the last shutdown as ERROR", len(interrupted))
         self._grpc.start()
-        log.info("gate listening on %s", self.address)
+        config = self.config
+        transport = "plain text" if config.tls_cert is None else "mutual TLS" if config.tls_client_ca else "TLS"
+        log.info("gate listening on %s", self.address)  # tools read the address from the end of this line
+        log.info(
+            "transport: %s; authentication: %s",
+            transport,
+            f"{len(config.tokens)} bearer tokens" if config.tokens else "off (no tokens configured)",
+        )
+        if not _is_loopback(self.host):
+            # legitimate behind a proxy that terminates TLS and authenticates, so only a warning
+            if not config.tokens:
+                log.warning("no tokens are configured: anyone who reaches %s may use this server", self.address)
+            if config.tls_cert is None:
+                log.warning("TLS is off: requests, and any bearer tokens, cross the network in clear text")
         if self.config.metrics_listen:
             self.metrics_port = self.metrics.serve(self.config.metrics_listen)
         log.info(
@@ -99,8 +203,7 @@ class GateServer:
 
     def load(self) -> None:
         """Load datasets and policies, then report SERVING."""
-        registry = Registry.load(self.config.datasets, self.config.policies, digest_cache=self.servicer.caches.digests)
-        self.servicer.registry = registry
+        registry = self.servicer.reload()
         self._set_health(health_pb2.HealthCheckResponse.SERVING)
         log.info(
             "serving %d datasets (%s) and %d policies (%s)",
@@ -116,6 +219,7 @@ class GateServer:
     def stop(self, grace: float | None = 2.0) -> None:
         self.health.enter_graceful_shutdown()
         self._grpc.stop(grace).wait()
+        self.pool.close()
         self.metrics.stop()
         self.store.close()
 

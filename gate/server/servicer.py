@@ -7,12 +7,9 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import queue
-import threading
 import time
 import uuid
 from collections.abc import Generator, Iterator
-from typing import Any
 
 import grpc
 
@@ -24,20 +21,20 @@ from gate.errors import (
     CancelledError,
     EvaluationTimeoutError,
     GateError,
+    InternalError,
     NotFoundError,
     NotReadyError,
     PolicyError,
     ProviderError,
     RequestError,
 )
-from gate.evaluation import evaluate
 from gate.inference import cuda_runs
-from gate.logs import EVALUATION_ID
 from gate.policy import Policy, parse_policy
 from gate.registry import SHA256_RE, ModelStore, Registry
 from gate.server import convert
 from gate.server.admission import Admission
 from gate.server.metrics import ServerMetrics
+from gate.server.workers import EvaluateJob, LoadJob, Worker, WorkerDiedError, WorkerPool, load_in, model_crash
 from gate.store import AuditStore
 from gate.verdict import Decision, Verdict
 
@@ -51,9 +48,12 @@ def _now() -> str:
 
 
 class GateServicer(pb_grpc.GateServiceServicer):  # type: ignore[misc,unused-ignore]
-    def __init__(self, config: ServerConfig, store: AuditStore, models: ModelStore, caches: Caches) -> None:
+    def __init__(
+        self, config: ServerConfig, store: AuditStore, models: ModelStore, caches: Caches, pool: WorkerPool
+    ) -> None:
         self.config = config
         self.caches = caches
+        self.pool = pool
         self.store = store
         self.models = models
         self.admission = Admission(running=config.max_concurrent_evaluations, queued=config.max_queued_evaluations)
@@ -135,6 +135,7 @@ class GateServicer(pb_grpc.GateServiceServicer):  # type: ignore[misc,unused-ign
             runtime={"requested_provider": provider},
         )
         admitted = False
+        worker: Worker | None = None
         try:
             self.models.get(request.model_sha256.lower())
             dataset = registry.dataset(request.dataset)
@@ -146,24 +147,60 @@ class GateServicer(pb_grpc.GateServiceServicer):  # type: ignore[misc,unused-ign
                 )
             self.admission.acquire(context.is_active)
             admitted = True
-            # the model must load before the evaluation is accepted: a file that is not a
-            # loadable ONNX model is the request's fault (INVALID_ARGUMENT), and the session
-            # made here is the one the evaluation uses
             model_bytes = self.models.read(request.model_sha256.lower())
-            if self.caches.sessions is not None:
-                self.caches.sessions.get(model_bytes, provider=provider, source=model_name or "the model")
+            # the model must load (in the worker: a model that crashes ONNX Runtime takes
+            # only the worker down) before the evaluation is accepted: a file that is not a
+            # loadable ONNX model is the request's fault, INVALID_ARGUMENT
+            worker = self.pool.take()
+            try:
+                load_in(
+                    worker, LoadJob(model_bytes, provider, model_name or "the model"), self.config.evaluation_timeout_s
+                )
+            except WorkerDiedError as e:
+                self.pool.replace(worker)
+                worker = None
+                raise model_crash(e) from e
+            except EvaluationTimeoutError:
+                self.pool.replace(worker)
+                worker = None
+                raise
         except GateError as e:
+            if worker is not None:
+                self.pool.give_back(worker)
             if admitted:
                 self.admission.release()
             verdict.error = {"type": e.kind, "message": e.message}
             self._finish(verdict)
             raise
+        # the time limit covers loading the model (above) and, from here, evaluating it
+        deadline = time.monotonic() + self.config.evaluation_timeout_s
+        job = EvaluateJob(
+            evaluation_id=evaluation_id,
+            model=model_bytes,
+            dataset_spec=str(registry.paths.get(dataset.name, dataset.source_path)),
+            dataset_sha256=dataset.sha256,
+            policy_yaml=policy.text,
+            policy_source=policy.source,
+            provider=provider,
+            batch_size=request.batch_size or self.config.default_batch_size,
+            model_name=model_name,
+            labels=labels,
+        )
         recorded = False
         try:
             yield pb.EvaluateEvent(accepted=pb.Accepted(evaluation_id=evaluation_id))
-            verdict = yield from self._run(request, context, verdict, model_bytes, dataset, policy, provider)
+            verdict = yield from self._run(worker, job, context, verdict, deadline)
             # recorded before it is sent: a verdict a client has seen is always in the audit log
-            self._finish(verdict)
+            if not self._finish(verdict):
+                # a verdict that could not be recorded is not sent as PASS or FAIL: the
+                # client gets (and the log gets, if it can still take it) a bare ERROR
+                verdict.decision = Decision.ERROR
+                verdict.rules, verdict.metrics = [], None
+                verdict.error = {
+                    "type": InternalError.kind,
+                    "message": "the verdict could not be recorded in the audit log; see the server log",
+                }
+                self._finish(verdict)
             recorded = True
             self.admission.release()
             yield pb.EvaluateEvent(verdict=convert.domain_verdict_to_pb(verdict))
@@ -181,96 +218,67 @@ class GateServicer(pb_grpc.GateServiceServicer):  # type: ignore[misc,unused-ign
         raise RequestError("the request names no policy: set policy_name or policy_yaml")
 
     def _run(
-        self,
-        request: pb.EvaluateRequest,
-        context: grpc.ServicerContext,
-        verdict: Verdict,
-        model_bytes: bytes,
-        dataset: Any,
-        policy: Policy,
-        provider: Any,
+        self, worker: Worker, job: EvaluateJob, context: grpc.ServicerContext, verdict: Verdict, deadline: float
     ) -> Generator[pb.EvaluateEvent, None, Verdict]:
-        """Evaluate on a worker thread; relay its progress as events; enforce the deadline
-        and the client's cancellation between batches."""
-        events: queue.Queue[tuple[str, Any]] = queue.Queue()
-        deadline = time.monotonic() + self.config.evaluation_timeout_s
-        stop = threading.Event()
-
-        def progress(done: int, total: int) -> None:
-            if stop.is_set() or not context.is_active():
-                raise CancelledError("the client cancelled the evaluation")
-            if time.monotonic() > deadline:
-                raise EvaluationTimeoutError(
-                    f"evaluation exceeded the server's limit of {self.config.evaluation_timeout_s:g} s"
-                )
-            events.put(("progress", (done, total)))
-
-        def work() -> None:
-            EVALUATION_ID.set(verdict.evaluation_id)  # this thread's log records carry the id
-            try:
-                result = evaluate(
-                    model_bytes,
-                    dataset,
-                    policy,
-                    provider=provider,
-                    batch_size=request.batch_size or self.config.default_batch_size,
-                    progress=progress,
-                    model_name=verdict.model.get("path"),
-                    caches=self.caches,
-                )
-            except BaseException as e:  # evaluate never raises for bad input; anything else is ours
-                events.put(("crash", e))
-            else:
-                events.put(("verdict", result))
-
-        threading.Thread(target=work, name=f"gate-eval-{verdict.evaluation_id}", daemon=True).start()
+        """Have ``worker`` evaluate; relay its progress as events. Past the deadline, when
+        the client goes away, or if the call ends early, the worker is killed (the work
+        really stops) and replaced; a worker that dies ends the evaluation as ERROR."""
+        clean = False
         try:
-            return (yield from self._relay(events, deadline, stop, context, verdict))
-        finally:
-            stop.set()  # the worker stops at its next batch if the call ended early
-
-    def _relay(
-        self,
-        events: queue.Queue[tuple[str, Any]],
-        deadline: float,
-        stop: threading.Event,
-        context: grpc.ServicerContext,
-        verdict: Verdict,
-    ) -> Generator[pb.EvaluateEvent, None, Verdict]:
-        last_sent = 0.0
-        while True:
-            try:
-                kind, payload = events.get(timeout=max(0.05, min(1.0, deadline - time.monotonic())))
-            except queue.Empty:
-                if time.monotonic() > deadline:
-                    stop.set()
+            worker.send(job)
+            last_sent = 0.0
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
                     verdict.error = {
                         "type": EvaluationTimeoutError.kind,
                         "message": f"evaluation exceeded the server's limit of {self.config.evaluation_timeout_s:g} s",
                     }
                     return verdict
                 if not context.is_active():
-                    stop.set()
                     verdict.error = {"type": CancelledError.kind, "message": "the client cancelled the evaluation"}
                     return verdict
-                continue
-            if kind == "progress":
-                done, total = payload
-                now = time.monotonic()
-                if done == total or now - last_sent >= PROGRESS_INTERVAL_S:
-                    last_sent = now
-                    yield pb.EvaluateEvent(progress=pb.Progress(done=done, total=total))
-            elif kind == "crash":
-                log.error("evaluation %s crashed", verdict.evaluation_id, exc_info=payload)
-                verdict.error = {"type": "InternalError", "message": f"internal error: {type(payload).__name__}"}
-                return verdict
+                try:
+                    message = worker.receive(min(0.25, remaining))
+                except WorkerDiedError as e:
+                    log.error(
+                        "worker died during evaluation %s: %s",
+                        job.evaluation_id,
+                        e.message,
+                        extra={"evaluation_id": job.evaluation_id},
+                    )
+                    verdict.error = {
+                        "type": WorkerDiedError.kind,
+                        "message": f"{e.message} while evaluating; the model may have crashed ONNX Runtime or"
+                        " exhausted the worker's memory",
+                    }
+                    return verdict
+                if message is None:
+                    continue
+                if message[0] == "progress":
+                    done, total = message[1], message[2]
+                    now = time.monotonic()
+                    if done == total or now - last_sent >= PROGRESS_INTERVAL_S:
+                        last_sent = now
+                        yield pb.EvaluateEvent(progress=pb.Progress(done=done, total=total))
+                elif message[0] == "verdict":
+                    clean = True
+                    result = Verdict.from_dict(message[1])
+                    result.evaluation_id, result.labels = verdict.evaluation_id, verdict.labels
+                    return result
+                else:  # ("error", kind, message): the job failed before evaluate could judge
+                    clean = True
+                    verdict.error = {"type": message[1], "message": message[2]}
+                    return verdict
+        finally:
+            if clean:
+                self.pool.give_back(worker)
             else:
-                result: Verdict = payload
-                result.evaluation_id, result.labels = verdict.evaluation_id, verdict.labels
-                return result
+                self.pool.replace(worker)
 
-    def _finish(self, verdict: Verdict) -> None:
-        """Record the verdict; an evaluation that ended without one is recorded as ERROR."""
+    def _finish(self, verdict: Verdict) -> bool:
+        """Record the verdict (an evaluation that ended without one is recorded as ERROR);
+        False when it could not be recorded."""
         if verdict.error is None and verdict.decision is Decision.ERROR:
             verdict.error = {"type": CancelledError.kind, "message": "the call ended before the evaluation finished"}
         if verdict.error is not None:
@@ -280,7 +288,7 @@ class GateServicer(pb_grpc.GateServiceServicer):  # type: ignore[misc,unused-ign
             self.store.record_result(verdict.evaluation_id, verdict.to_dict())
         except GateError as e:  # e.g. the store closed under a server that is stopping
             log.error("evaluation could not be recorded: %s", e.message, extra={"evaluation_id": verdict.evaluation_id})
-            return
+            return False
         if self.metrics is not None:
             self.metrics.observe(verdict)
         log.info(
@@ -290,6 +298,7 @@ class GateServicer(pb_grpc.GateServiceServicer):  # type: ignore[misc,unused-ign
             f" ({verdict.error['type']}: {verdict.error['message']})" if verdict.error else "",
             extra={"evaluation_id": verdict.evaluation_id},
         )
+        return True
 
     # -- the record ------------------------------------------------------------------
 

@@ -69,6 +69,11 @@ class GateServiceStub:
                 request_serializer=gate_dot_v1_dot_gate__pb2.ValidatePolicyRequest.SerializeToString,
                 response_deserializer=gate_dot_v1_dot_gate__pb2.ValidatePolicyResponse.FromString,
                 _registered_method=True)
+        self.Reload = channel.unary_unary(
+                '/gate.v1.GateService/Reload',
+                request_serializer=gate_dot_v1_dot_gate__pb2.ReloadRequest.SerializeToString,
+                response_deserializer=gate_dot_v1_dot_gate__pb2.ReloadResponse.FromString,
+                _registered_method=True)
 
 
 class GateServiceServicer:
@@ -124,6 +129,16 @@ class GateServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Reload(self, request, context):
+        """Administrative (role admin): re-read the configured dataset and policy files and swap
+        them in at once. Evaluations already running keep what they started with. When any
+        file is invalid nothing changes and the call is FAILED_PRECONDITION, listing every
+        problem.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GateServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -161,6 +176,11 @@ def add_GateServiceServicer_to_server(servicer, server):
                     servicer.ValidatePolicy,
                     request_deserializer=gate_dot_v1_dot_gate__pb2.ValidatePolicyRequest.FromString,
                     response_serializer=gate_dot_v1_dot_gate__pb2.ValidatePolicyResponse.SerializeToString,
+            ),
+            'Reload': grpc.unary_unary_rpc_method_handler(
+                    servicer.Reload,
+                    request_deserializer=gate_dot_v1_dot_gate__pb2.ReloadRequest.FromString,
+                    response_serializer=gate_dot_v1_dot_gate__pb2.ReloadResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -352,6 +372,33 @@ class GateService:
             '/gate.v1.GateService/ValidatePolicy',
             gate_dot_v1_dot_gate__pb2.ValidatePolicyRequest.SerializeToString,
             gate_dot_v1_dot_gate__pb2.ValidatePolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Reload(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gate.v1.GateService/Reload',
+            gate_dot_v1_dot_gate__pb2.ReloadRequest.SerializeToString,
+            gate_dot_v1_dot_gate__pb2.ReloadResponse.FromString,
             options,
             channel_credentials,
             insecure,
