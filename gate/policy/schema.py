@@ -146,8 +146,11 @@ def _describe(err: Any, rule_model: type[Rule] | None) -> str:
 
 def parse_policy(text: str | bytes, *, source: str = "<inline>") -> Policy:
     """Validate policy YAML text; raise one PolicyError listing every problem."""
-    raw = text.encode() if isinstance(text, str) else text
     head = f"invalid policy {source}"
+    try:
+        raw = text.encode() if isinstance(text, str) else text
+    except UnicodeEncodeError as e:  # e.g. a lone surrogate: no UTF-8 file can hold it
+        raise PolicyError(f"{head}: not UTF-8 text ({e.reason} at position {e.start})") from e
     if len(raw) > MAX_POLICY_BYTES:
         raise PolicyError(f"{head}: {len(raw)} bytes exceeds the {MAX_POLICY_BYTES}-byte limit")
     try:
@@ -161,6 +164,13 @@ def parse_policy(text: str | bytes, *, source: str = "<inline>") -> Policy:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(e, "problem", None) or str(e)
         raise PolicyError(f"{head}: YAML error{where}: {problem}") from e
+    except RecursionError as e:
+        raise PolicyError(f"{head}: the YAML is nested too deeply") from e
+    except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as e:
+        # PyYAML's constructors raise these for values it cannot build (an impossible
+        # date, `!!int abc`, a mapping used as a key, a 5,000-digit integer): the policy is
+        # invalid, and it is said so, never let through as another kind of failure
+        raise PolicyError(f"{head}: YAML value that cannot be read: {type(e).__name__}: {e}") from e
     if not isinstance(data, dict):
         raise PolicyError(f"{head}: expected a mapping with version, name and rules; got {type(data).__name__}")
 
