@@ -127,7 +127,8 @@ def slow_lookup_model(k: int, *, width: int = 1024, depth: int = 16) -> bytes:
     """The lookup model behind a chain of ``depth`` identity MatMuls of ``width``².
 
     Same answers as :func:`lookup_model`, but each sample costs ``depth·width²``
-    multiply-adds (a few milliseconds), and the file is over 4 MiB (one shared
+    multiply-adds (about half a millisecond on the CPU, where the tests that need it slow
+    run it: a GPU makes short work of it), and the file is over 4 MiB (one shared
     ``width × width`` weight): a model that is slow and large on purpose.
     """
     init = [

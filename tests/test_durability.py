@@ -97,7 +97,15 @@ def test_sigkill_mid_evaluation_loses_nothing_and_passes_nothing(tmp_path: Path)
     channel = grpc.insecure_channel(address)
     stub = pb_grpc.GateServiceStub(channel)
     calls = [
-        stub.Evaluate(pb.EvaluateRequest(model_sha256=slow, dataset="pets-large", policy_name="default", batch_size=1))
+        stub.Evaluate(
+            pb.EvaluateRequest(
+                model_sha256=slow,
+                dataset="pets-large",
+                policy_name="default",
+                batch_size=1,
+                provider=pb.PROVIDER_CPU,
+            )
+        )
         for _ in range(4)
     ]
     running = [c for c in calls[:2]]

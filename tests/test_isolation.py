@@ -50,7 +50,9 @@ def _start_slow(s: Served) -> tuple[grpc.Channel, object]:
         sha = c.upload_model(slow_lookup_model(3)).sha256
     channel = grpc.insecure_channel(s.address)
     call = pb_grpc.GateServiceStub(channel).Evaluate(
-        pb.EvaluateRequest(model_sha256=sha, dataset="pets-large", policy_name="default", batch_size=1)
+        pb.EvaluateRequest(
+            model_sha256=sha, dataset="pets-large", policy_name="default", batch_size=1, provider=pb.PROVIDER_CPU
+        )
     )
     assert next(call).WhichOneof("event") == "accepted"
     assert next(call).WhichOneof("event") == "progress"  # running in its worker
@@ -80,7 +82,7 @@ def test_a_hanging_model_is_stopped_at_the_time_limit(serve: Callable[..., Serve
     with s.client() as c:
         sha = c.upload_model(slow_lookup_model(3)).sha256
         started = time.monotonic()
-        evaluation = c.evaluate(sha, "pets-large", policy_name="default", batch_size=1)
+        evaluation = c.evaluate(sha, "pets-large", policy_name="default", batch_size=1, provider="cpu")
         elapsed = time.monotonic() - started
     assert evaluation.document["error"] == {
         "type": "EvaluationTimeoutError",

@@ -280,7 +280,9 @@ def test_beyond_the_queue_is_resource_exhausted(serve: Callable[..., Served]) ->
     with s.client() as c:
         sha = c.upload_model(slow_lookup_model(3)).sha256
     stub = pb_grpc.GateServiceStub(grpc.insecure_channel(s.address))
-    request = pb.EvaluateRequest(model_sha256=sha, dataset="pets-large", policy_name="default", batch_size=1)
+    request = pb.EvaluateRequest(
+        model_sha256=sha, dataset="pets-large", policy_name="default", batch_size=1, provider=pb.PROVIDER_CPU
+    )
     running = stub.Evaluate(request)
     assert next(running).WhichOneof("event") == "accepted"
     assert next(running).WhichOneof("event") == "progress"  # it is running
@@ -302,7 +304,7 @@ def test_an_evaluation_past_its_time_limit_is_error(serve: Callable[..., Served]
     s = serve(evaluation_timeout_s=0.3)
     with s.client() as c:
         sha = c.upload_model(slow_lookup_model(3)).sha256
-        evaluation = c.evaluate(sha, "pets-large", policy_name="default", batch_size=1)
+        evaluation = c.evaluate(sha, "pets-large", policy_name="default", batch_size=1, provider="cpu")
         assert evaluation.verdict.decision == pb.ERROR
         assert evaluation.document["error"] == {
             "type": "EvaluationTimeoutError",
