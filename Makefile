@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-gpu bench proto clean
+.PHONY: demo test test-gpu fuzz bench proto clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ test: $(STAMP)
 # the CUDA execution provider checks; they skip themselves where CUDA cannot run
 test-gpu: $(STAMP)
 	$(BIN)/pytest -q -m gpu -rs
+
+# the policy loader fuzzed with 20000 inputs, the rest of tests/test_fuzz.py as in `make test`;
+# the seed is fixed, so a failure replays (about DURATION on 2 cores)
+fuzz: $(STAMP)
+	GATE_FUZZ_EXAMPLES=20000 $(BIN)/pytest -q tests/test_fuzz.py --hypothesis-seed=0
 
 # every benchmark figure, side by side, printed with its target (about ten minutes)
 bench: $(STAMP)

@@ -293,7 +293,9 @@ def test_a_cancelled_authorised_evaluation_is_recorded_and_frees_its_slot(serve:
     with GateClient(s.address, timeout=30, token=SUBMIT_TOKEN) as c:
         sha = c.upload_model(slow_lookup_model(3)).sha256
     metadata = (("authorization", f"Bearer {SUBMIT_TOKEN}"),)
-    request = pb.EvaluateRequest(model_sha256=sha, dataset="pets-large", policy_name="default", batch_size=1)
+    request = pb.EvaluateRequest(
+        model_sha256=sha, dataset="pets-large", policy_name="default", batch_size=1, provider=pb.PROVIDER_CPU
+    )
     with grpc.insecure_channel(s.address) as channel:
         call = pb_grpc.GateServiceStub(channel).Evaluate(request, metadata=metadata)  # type: ignore[no-untyped-call]
         assert next(call).WhichOneof("event") == "accepted"
