@@ -168,8 +168,8 @@ def read_spec(path: str | os.PathLike[str]) -> DatasetSpec:
         raise DatasetError(f"dataset spec {spec_path} is not valid YAML: {exc}") from exc
     except RecursionError as exc:
         raise DatasetError(f"dataset spec {spec_path}: the YAML is nested too deeply") from exc
-    except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
-        # PyYAML's constructors raise these for values they cannot build
+    except Exception as exc:
+        # PyYAML's constructors raise all sorts for values they cannot build
         raise DatasetError(
             f"dataset spec {spec_path}: YAML value that cannot be read: {type(exc).__name__}: {exc}"
         ) from exc

@@ -231,7 +231,7 @@ class MinSupportRule(Rule):
     """Each class needs enough held-out samples for its metrics to mean anything."""
 
     type: Literal["min_support"] = "min_support"
-    min: int = Field(ge=1)
+    min: int = Field(ge=1, le=1 << 53)  # a count of samples; larger is no longer exact as a float
     catches: ClassVar[str] = "per-class numbers computed from too few samples to trust"
 
     def evaluate(self, metrics: ClassificationMetrics) -> RuleResult:

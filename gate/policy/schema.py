@@ -141,7 +141,44 @@ def _describe(err: Any, rule_model: type[Rule] | None) -> str:
         return f"missing `type`; known types: {', '.join(RULE_TYPES)}"
     if kind == "missing":
         return f"missing required key '{field}'"
-    return f"{'.'.join(loc) or 'value'}: {err['msg']} (got {err.get('input')!r})"
+    return f"{'.'.join(loc) or 'value'}: {err['msg']} (got {_shown(err.get('input'))})"
+
+
+def _shown(value: Any) -> str:
+    """A value for a message: its repr, cut to 80 characters, whatever it is."""
+    try:
+        text = repr(value)
+    except ValueError:  # an integer past Python's 4,300-digit conversion limit
+        return "a number too large to show"
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+#: deeper than any policy needs; checked before parsing, because PyYAML's pure-Python
+#: scanner slows down with every open level
+MAX_NESTING = 32
+
+
+def _nesting(text: str) -> int:
+    """The deepest flow ([ ]/{ }) nesting of YAML text, ignoring quoted strings and comments."""
+    depth = deepest = 0
+    quote = ""
+    comment = False
+    for ch in text:
+        if comment:
+            comment = ch != "\n"
+        elif quote:
+            if ch == quote:
+                quote = ""
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "#":
+            comment = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
 
 
 def parse_policy(text: str | bytes, *, source: str = "<inline>") -> Policy:
@@ -155,6 +192,8 @@ def parse_policy(text: str | bytes, *, source: str = "<inline>") -> Policy:
         raise PolicyError(f"{head}: {len(raw)} bytes exceeds the {MAX_POLICY_BYTES}-byte limit")
     try:
         decoded = raw.decode("utf-8")
+        if _nesting(decoded) > MAX_NESTING:
+            raise PolicyError(f"{head}: the YAML is nested more than {MAX_NESTING} levels deep")
         data = yaml.load(decoded, Loader=_NoAliasLoader)
         starts, keys = _rule_lines(decoded)
     except UnicodeDecodeError as e:
@@ -166,10 +205,13 @@ def parse_policy(text: str | bytes, *, source: str = "<inline>") -> Policy:
         raise PolicyError(f"{head}: YAML error{where}: {problem}") from e
     except RecursionError as e:
         raise PolicyError(f"{head}: the YAML is nested too deeply") from e
-    except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as e:
-        # PyYAML's constructors raise these for values it cannot build (an impossible
-        # date, `!!int abc`, a mapping used as a key, a 5,000-digit integer): the policy is
-        # invalid, and it is said so, never let through as another kind of failure
+    except PolicyError:
+        raise
+    except Exception as e:
+        # PyYAML's constructors raise all sorts for values they cannot build (an
+        # impossible date, `!!int abc`, `!!int -`, a mapping used as a key, a 5,000-digit
+        # integer): the policy is invalid, and it is said so, never let through as another
+        # kind of failure
         raise PolicyError(f"{head}: YAML value that cannot be read: {type(e).__name__}: {e}") from e
     if not isinstance(data, dict):
         raise PolicyError(f"{head}: expected a mapping with version, name and rules; got {type(data).__name__}")
@@ -180,7 +222,7 @@ def parse_policy(text: str | bytes, *, source: str = "<inline>") -> Policy:
     def rule_id(i: int) -> str | None:
         item = raw_rules[i] if i < len(raw_rules) else None
         rid = item.get("id") if isinstance(item, dict) else None
-        return str(rid) if rid is not None else f"#{i + 1}"
+        return _shown(rid).strip("'") if rid is not None else f"#{i + 1}"
 
     def rule_model(i: int) -> type[Rule] | None:
         item = raw_rules[i] if i < len(raw_rules) else None
