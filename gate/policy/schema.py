@@ -226,7 +226,8 @@ def parse_policy(text: str | bytes, *, source: str = "<inline>") -> Policy:
 
     def rule_model(i: int) -> type[Rule] | None:
         item = raw_rules[i] if i < len(raw_rules) else None
-        return RULE_TYPES.get(str(item.get("type"))) if isinstance(item, dict) else None
+        kind = item.get("type") if isinstance(item, dict) else None
+        return RULE_TYPES.get(kind) if isinstance(kind, str) else None
 
     problems: list[str] = []
     header: _PolicyHeader | None = None
