@@ -75,6 +75,8 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., Served]]:
         root.mkdir()
         write_pets(root)
         write_pets(root, repeat=20, name="pets-large")
+        # long enough (tens of seconds with the slow model) for tests that act on a running one
+        write_pets(root, repeat=200, name="pets-huge")
         config = {
             "listen": "127.0.0.1:0",
             "data_dir": "data",

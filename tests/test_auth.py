@@ -155,7 +155,7 @@ def test_tls_server_serves_tls_clients_only(serve: Callable[..., Served], pki: P
     s = serve(**_tls(pki))
     with GateClient(s.address, timeout=30, tls_ca=pki.ca) as client:
         assert client.health() == "SERVING"
-        assert {d.name for d in client.list_datasets()} == {"pets", "pets-large"}
+        assert {d.name for d in client.list_datasets()} == {"pets", "pets-huge", "pets-large"}
         assert _evaluate(client).decision == pb.PASS
     port = s.address.rpartition(":")[2]
     with GateClient(f"localhost:{port}", timeout=30, tls_ca=pki.ca) as client:
@@ -182,7 +182,7 @@ def test_mutual_tls_requires_a_client_certificate_from_the_configured_ca(
             assert _code(refused.list_datasets)[0] == "UNAVAILABLE"
     with GateClient(s.address, timeout=30, tls_ca=pki.ca, tls_cert=pki.client_cert, tls_key=pki.client_key) as c:
         assert c.health() == "SERVING"
-        assert [d.name for d in c.list_datasets()] == ["pets", "pets-large"]
+        assert [d.name for d in c.list_datasets()] == ["pets", "pets-huge", "pets-large"]
 
 
 def test_client_side_tls_mistakes_are_request_errors(pki: Pki, tmp_path: Path) -> None:
@@ -265,7 +265,7 @@ def test_tokens_authenticate_and_roles_authorise(serve: Callable[..., Served], t
         reply = admin.reload()
         assert [p.name for p in reply.policies] == ["default", "strict"]
         assert all(len(p.sha256) == 64 for p in reply.policies)
-        assert [(d.name, d.samples) for d in reply.datasets] == [("pets", 150), ("pets-large", 3000)]
+        assert [(d.name, d.samples) for d in reply.datasets] == [("pets", 150), ("pets-huge", 30000), ("pets-large", 3000)]
         assert [p.name for p in admin.list_policies()] == ["default", "strict"]
         assert _evaluate(admin).decision == pb.PASS  # admin includes submit
 
@@ -294,7 +294,7 @@ def test_a_cancelled_authorised_evaluation_is_recorded_and_frees_its_slot(serve:
         sha = c.upload_model(slow_lookup_model(3)).sha256
     metadata = (("authorization", f"Bearer {SUBMIT_TOKEN}"),)
     request = pb.EvaluateRequest(
-        model_sha256=sha, dataset="pets-large", policy_name="default", batch_size=1, provider=pb.PROVIDER_CPU
+        model_sha256=sha, dataset="pets-huge", policy_name="default", batch_size=1, provider=pb.PROVIDER_CPU
     )
     with grpc.insecure_channel(s.address) as channel:
         call = pb_grpc.GateServiceStub(channel).Evaluate(request, metadata=metadata)  # type: ignore[no-untyped-call]

@@ -734,7 +734,7 @@ REQUEST_CASES = [
         "request-no-dataset",
         lambda s: s.evaluate(model_sha256=s.sha, policy_name="default"),
         "NOT_FOUND",
-        "unknown dataset ''; this server has: pets, pets-large",
+        "unknown dataset ''; this server has: pets, pets-huge, pets-large",
         error="NotFoundError",
     ),
     RequestCase(
@@ -776,7 +776,7 @@ REQUEST_CASES = [
         "request-unknown-dataset",
         lambda s: s.client.evaluate(s.sha, "no-such-set", policy_name="default"),
         "NOT_FOUND",
-        "unknown dataset 'no-such-set'; this server has: pets, pets-large",
+        "unknown dataset 'no-such-set'; this server has: pets, pets-huge, pets-large",
         error="NotFoundError",
     ),
     RequestCase(

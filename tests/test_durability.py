@@ -79,7 +79,9 @@ def _alive(pid: int) -> bool:
 
 def test_sigkill_mid_evaluation_loses_nothing_and_passes_nothing(tmp_path: Path) -> None:
     write_pets(tmp_path)
-    write_pets(tmp_path, repeat=20, name="pets-large")
+    # 30,000 samples of the slow model: tens of seconds, far longer than the test needs to
+    # start the four evaluations and kill the server
+    write_pets(tmp_path, repeat=200, name="pets-huge")
     config = tmp_path / "gate.yaml"
     config.write_text(
         f"listen: 127.0.0.1:0\ndata_dir: data\ndatasets: [datasets]\npolicies: [{ROOT / 'policies'}]\n"
@@ -96,22 +98,25 @@ def test_sigkill_mid_evaluation_loses_nothing_and_passes_nothing(tmp_path: Path)
 
     channel = grpc.insecure_channel(address)
     stub = pb_grpc.GateServiceStub(channel)
-    calls = [
-        stub.Evaluate(
-            pb.EvaluateRequest(
-                model_sha256=slow,
-                dataset="pets-large",
-                policy_name="default",
-                batch_size=1,
-                provider=pb.PROVIDER_CPU,
-            )
-        )
-        for _ in range(4)
-    ]
-    running = [c for c in calls[:2]]
-    for call in running:  # two are running (two queued behind them)
+    request = pb.EvaluateRequest(
+        model_sha256=slow, dataset="pets-huge", policy_name="default", batch_size=1, provider=pb.PROVIDER_CPU
+    )
+    calls = []
+    for _ in range(2):  # two running, one after the other so that they are the ones admitted
+        call = stub.Evaluate(request)
         assert next(call).WhichOneof("event") == "accepted"
         assert next(call).WhichOneof("event") == "progress"
+        calls.append(call)
+    calls += [stub.Evaluate(request) for _ in range(2)]  # two queued behind them
+    db = tmp_path / "data" / "audit.sqlite3"
+    deadline = time.monotonic() + 30
+    while True:  # every evaluation is recorded as accepted before it waits for a slot
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as peek:
+            accepted = peek.execute("SELECT count(*) FROM evaluations").fetchone()[0]
+        if accepted == 3 + 4:
+            break
+        assert time.monotonic() < deadline, f"{accepted} evaluations recorded"
+        time.sleep(0.02)
     workers = _children(proc.pid)
     assert len(workers) >= 2
     _stop(proc, signal.SIGKILL)
@@ -121,7 +126,6 @@ def test_sigkill_mid_evaluation_loses_nothing_and_passes_nothing(tmp_path: Path)
         assert time.monotonic() < deadline, "worker processes outlived the killed server"
         time.sleep(0.05)
 
-    db = tmp_path / "data" / "audit.sqlite3"
     with sqlite3.connect(db) as raw:
         assert raw.execute("PRAGMA integrity_check").fetchone() == ("ok",)
 
@@ -137,7 +141,8 @@ def test_sigkill_mid_evaluation_loses_nothing_and_passes_nothing(tmp_path: Path)
         assert kept.state == "done" and json.loads(kept.verdict.verdict_json)["metrics"] == e.document["metrics"]
     others = [r for r in records if r.evaluation_id not in {e.evaluation_id for e in completed}]
     assert len(others) == 4  # the two running and the two queued were all recorded as accepted
-    assert all(r.state == "interrupted" and r.verdict.decision == pb.ERROR for r in others)
+    states = [(r.state, pb.Decision.Name(r.verdict.decision), r.verdict.error.type) for r in others]
+    assert all(r.state == "interrupted" and r.verdict.decision == pb.ERROR for r in others), states
     assert not any(r.verdict.decision == pb.PASS for r in others)
 
 

@@ -31,7 +31,7 @@ def test_node_client_lists_evaluates_and_reads_the_record(serve: Callable[..., S
     )
     assert run.returncode == 0, run.stderr + run.stdout
     out = json.loads(run.stdout)
-    assert out["datasets"] == ["pets", "pets-large"]
+    assert out["datasets"] == ["pets", "pets-huge", "pets-large"]
     assert "default" in out["policies"]
     assert out["decision"] == "PASS" and out["get_verdict_state"] == "done" and out["get_verdict_decision"] == "PASS"
     assert out["verdict_json"]["labels"] == {"pipeline_id": "node-interop", "extra": {"client": "grpc-js"}}

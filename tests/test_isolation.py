@@ -51,7 +51,7 @@ def _start_slow(s: Served) -> tuple[grpc.Channel, object]:
     channel = grpc.insecure_channel(s.address)
     call = pb_grpc.GateServiceStub(channel).Evaluate(
         pb.EvaluateRequest(
-            model_sha256=sha, dataset="pets-large", policy_name="default", batch_size=1, provider=pb.PROVIDER_CPU
+            model_sha256=sha, dataset="pets-huge", policy_name="default", batch_size=1, provider=pb.PROVIDER_CPU
         )
     )
     assert next(call).WhichOneof("event") == "accepted"

@@ -180,7 +180,10 @@ def test_bad_requests_get_their_status_and_are_recorded(serve: Callable[..., Ser
         assert stored == sorted([f"{sha}.onnx", f"{corrupt}.onnx"])  # nothing partial or mismatched
 
         code, details = _status(lambda: c.evaluate(sha, "no-such-set", policy_name="default"))
-        assert code == "NOT_FOUND" and details == "unknown dataset 'no-such-set'; this server has: pets, pets-large"
+        assert (
+            code == "NOT_FOUND"
+            and details == "unknown dataset 'no-such-set'; this server has: pets, pets-huge, pets-large"
+        )
         code, details = _status(lambda: c.evaluate(sha, "pets", policy_name="no-such-policy"))
         assert code == "NOT_FOUND" and "unknown policy 'no-such-policy'" in details
         code, details = _status(lambda: c.evaluate(sha, "pets", policy_yaml="version: 1\nname: x\nrules: []\n"))
@@ -225,7 +228,7 @@ def test_validate_and_list(serve: Callable[..., Served]) -> None:
     s = serve()
     with s.client() as c:
         datasets = {d.name: d for d in c.list_datasets()}
-        assert list(datasets) == ["pets", "pets-large"]
+        assert list(datasets) == ["pets", "pets-huge", "pets-large"]
         assert list(datasets["pets"].support) == [55, 50, 45] and list(datasets["pets"].classes) == [
             "cat",
             "dog",
@@ -281,7 +284,7 @@ def test_beyond_the_queue_is_resource_exhausted(serve: Callable[..., Served]) ->
         sha = c.upload_model(slow_lookup_model(3)).sha256
     stub = pb_grpc.GateServiceStub(grpc.insecure_channel(s.address))
     request = pb.EvaluateRequest(
-        model_sha256=sha, dataset="pets-large", policy_name="default", batch_size=1, provider=pb.PROVIDER_CPU
+        model_sha256=sha, dataset="pets-huge", policy_name="default", batch_size=1, provider=pb.PROVIDER_CPU
     )
     running = stub.Evaluate(request)
     assert next(running).WhichOneof("event") == "accepted"
