@@ -265,7 +265,11 @@ def test_tokens_authenticate_and_roles_authorise(serve: Callable[..., Served], t
         reply = admin.reload()
         assert [p.name for p in reply.policies] == ["default", "strict"]
         assert all(len(p.sha256) == 64 for p in reply.policies)
-        assert [(d.name, d.samples) for d in reply.datasets] == [("pets", 150), ("pets-huge", 30000), ("pets-large", 3000)]
+        assert [(d.name, d.samples) for d in reply.datasets] == [
+            ("pets", 150),
+            ("pets-huge", 30000),
+            ("pets-large", 3000),
+        ]
         assert [p.name for p in admin.list_policies()] == ["default", "strict"]
         assert _evaluate(admin).decision == pb.PASS  # admin includes submit
 
