@@ -11,11 +11,9 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -25,9 +23,9 @@ from gate._proto.gate.v1 import gate_pb2 as pb
 from gate._proto.gate.v1 import gate_pb2_grpc as pb_grpc
 from gate.cache import Caches
 from gate.config import REPLY_SIZE_FACTOR, ConfigError, ServerConfig
-from gate.errors import InternalError, RequestError
+from gate.errors import InternalError
 from gate.inference import cuda_runs
-from gate.registry import ModelStore, Registry
+from gate.registry import ModelStore
 from gate.server.auth import AuthInterceptor
 from gate.server.interceptors import ErrorInterceptor
 from gate.server.metrics import ServerMetrics
@@ -66,49 +64,6 @@ def _is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
-class _Servicer(GateServicer):
-    """The GateService with its administrative call, Reload, which replaces what the
-    whole server serves; start-up loading goes through the same :meth:`reload`."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._reload_lock = threading.Lock()
-
-    def reload(self) -> Registry:
-        """Load the configured datasets and policies afresh and swap them in; on any
-        problem the error lists them all and the registry in service stays."""
-        with self._reload_lock:  # concurrent reloads would otherwise race to the swap
-            registry = Registry.load(self.config.datasets, self.config.policies, digest_cache=self.caches.digests)
-            # one assignment: a call sees the old registry or the new one, never a mix, and
-            # an evaluation that already started keeps the one it started with
-            self.registry = registry
-        return registry
-
-    def Reload(self, request: pb.ReloadRequest, context: grpc.ServicerContext) -> pb.ReloadResponse:
-        try:
-            registry = self.reload()
-        except RequestError as e:
-            log.warning("reload refused; still serving the previous datasets and policies: %s", e.message)
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION, e.message)
-        log.info(
-            "reloaded: %d datasets (%s) and %d policies (%s)",
-            len(registry.datasets),
-            ", ".join(sorted(registry.datasets)),
-            len(registry.policies),
-            ", ".join(sorted(registry.policies)),
-        )
-        return pb.ReloadResponse(
-            datasets=[
-                pb.DatasetInfo(name=name, sha256=ds.sha256, samples=len(ds), classes=ds.classes)
-                for name, ds in sorted(registry.datasets.items())
-            ],
-            policies=[
-                pb.PolicyInfo(name=name, sha256=policy.sha256, source=policy.source)
-                for name, policy in sorted(registry.policies.items())
-            ],
-        )
-
-
 class GateServer:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
@@ -127,8 +82,8 @@ class GateServer:
                 log_format=config.log_format,
             ),
         )
-        self.servicer = _Servicer(
-            config, self.store, self.models, Caches.at(config.cache_dir, threads=threads), self.pool
+        self.servicer = GateServicer(
+            config, self.store, self.models, Caches(digests=config.cache_dir / "digests"), self.pool
         )
         self.metrics = ServerMetrics(
             running=lambda: self.servicer.admission.running,

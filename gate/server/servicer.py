@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Generator, Iterator
@@ -59,6 +60,7 @@ class GateServicer(pb_grpc.GateServiceServicer):  # type: ignore[misc,unused-ign
         self.admission = Admission(running=config.max_concurrent_evaluations, queued=config.max_queued_evaluations)
         self.registry: Registry | None = None
         self.metrics: ServerMetrics | None = None
+        self._reload_lock = threading.Lock()
 
     # -- helpers ---------------------------------------------------------------------
 
@@ -299,6 +301,42 @@ class GateServicer(pb_grpc.GateServiceServicer):  # type: ignore[misc,unused-ign
             extra={"evaluation_id": verdict.evaluation_id},
         )
         return True
+
+    # -- administration ------------------------------------------------------------
+
+    def reload(self) -> Registry:
+        """Load the configured datasets and policies afresh and swap them in; on any
+        problem the error lists them all and the registry in service stays."""
+        with self._reload_lock:  # concurrent reloads would otherwise race to the swap
+            registry = Registry.load(self.config.datasets, self.config.policies, digest_cache=self.caches.digests)
+            # one assignment: a call sees the old registry or the new one, never a mix, and
+            # an evaluation that already started keeps the one it started with
+            self.registry = registry
+        return registry
+
+    def Reload(self, request: pb.ReloadRequest, context: grpc.ServicerContext) -> pb.ReloadResponse:
+        try:
+            registry = self.reload()
+        except RequestError as e:
+            log.warning("reload refused; still serving the previous datasets and policies: %s", e.message)
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, e.message)
+        log.info(
+            "reloaded: %d datasets (%s) and %d policies (%s)",
+            len(registry.datasets),
+            ", ".join(sorted(registry.datasets)),
+            len(registry.policies),
+            ", ".join(sorted(registry.policies)),
+        )
+        return pb.ReloadResponse(
+            datasets=[
+                pb.DatasetInfo(name=name, sha256=ds.sha256, samples=len(ds), classes=ds.classes)
+                for name, ds in sorted(registry.datasets.items())
+            ],
+            policies=[
+                pb.PolicyInfo(name=name, sha256=policy.sha256, source=policy.source)
+                for name, policy in sorted(registry.policies.items())
+            ],
+        )
 
     # -- the record ------------------------------------------------------------------
 
