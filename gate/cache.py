@@ -31,7 +31,7 @@ from gate.inference import Predictions, SessionCache
 
 log = logging.getLogger(__name__)
 
-_RESULTS_FORMAT = "gate.results/v1"
+_RESULTS_FORMAT = "gate.results/v2"  # v2: with per-sample confidence
 
 
 class ResultCache:
@@ -56,7 +56,7 @@ class ResultCache:
         path = self.root / f"{key}.npz"
         try:
             with np.load(path, allow_pickle=False) as f:
-                labels, scores = f["labels"], f["scores"]
+                labels, scores, conf = f["labels"], f["scores"], f["confidence"]
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError) as e:
@@ -65,12 +65,13 @@ class ResultCache:
         if (
             labels.shape != (samples,)
             or scores.shape != (samples,)
+            or conf.shape != (samples,)
             or labels.dtype != np.int64
             or (samples and (labels.min() < 0 or labels.max() >= n_classes))
         ):
             log.warning("ignoring result cache entry %s: it does not fit the dataset", path)
             return None
-        return Predictions(labels=labels, scores=scores.astype(np.float32))
+        return Predictions(labels=labels, scores=scores.astype(np.float32), confidence=conf.astype(np.float32))
 
     def put(self, key: str, predictions: Predictions) -> None:
         try:
@@ -78,7 +79,7 @@ class ResultCache:
             fd, tmp = tempfile.mkstemp(prefix=".put-", suffix=".npz", dir=self.root)
             try:
                 with os.fdopen(fd, "wb") as f:
-                    np.savez(f, labels=predictions.labels, scores=predictions.scores)
+                    np.savez(f, labels=predictions.labels, scores=predictions.scores, confidence=predictions.confidence)
                 os.replace(tmp, self.root / f"{key}.npz")
             finally:
                 Path(tmp).unlink(missing_ok=True)

@@ -178,7 +178,7 @@ def _run(
             cache_report["results"] = "miss"
     if cache_report:
         verdict.runtime["cache"] = cache_report
-    metrics = ClassificationMetrics.from_predictions(ds.labels, preds.labels, ds.classes)
+    metrics = ClassificationMetrics.from_predictions(ds.labels, preds.labels, ds.classes, preds.confidence)
     verdict.metrics = metrics.to_dict()
     verdict.rules = apply_policy(pol, metrics)
     verdict.decision = decide(verdict.rules)

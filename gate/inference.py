@@ -431,10 +431,26 @@ def auto_batch_size(sample_shape: tuple[int, ...], itemsize: int = 4) -> int:
 
 @dataclass
 class Predictions:
-    """Per-sample outputs kept after inference: the predicted class and its score."""
+    """Per-sample outputs kept after inference: the predicted class, its score and the
+    probability the model gave it."""
 
     labels: npt.NDArray[np.int64]
     scores: npt.NDArray[np.float32]  # the winning score (logit or probability) per sample
+    confidence: npt.NDArray[np.float32]  # the winning class's probability (see `confidences`)
+
+
+def confidences(y: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
+    """The probability of the predicted class, per row of scores.
+
+    A row that already is a probability distribution (no negative value, summing to 1
+    within 1e-3) is taken as it is; any other row is read as logits and goes through a
+    softmax. Deciding per row keeps the result independent of how samples are batched.
+    """
+    z = np.asarray(y, dtype=np.float64)
+    top = z.max(axis=1)
+    is_prob = (z.min(axis=1) >= 0.0) & (np.abs(z.sum(axis=1) - 1.0) <= 1e-3)
+    softmax_top = 1.0 / np.exp(z - top[:, None]).sum(axis=1)
+    return np.clip(np.where(is_prob, top, softmax_top), 0.0, 1.0).astype(np.float32)
 
 
 def _chunks(model: LoadedModel, batches: Iterable[npt.NDArray[Any]]) -> Iterator[tuple[int, npt.NDArray[Any]]]:
@@ -532,6 +548,7 @@ def predict(
     """
     labels = np.empty(total, dtype=np.int64)
     scores = np.empty(total, dtype=np.float32)
+    confidence = np.empty(total, dtype=np.float32)
     done = 0
     runner = _run_bound if io_binding and model.provider == CUDA else _run_plain
     for y in runner(model, _chunks(model, batches)):
@@ -558,9 +575,10 @@ def predict(
             raise ModelError(f"the dataset yielded more than its {total} samples")
         labels[done : done + n] = np.argmax(y, axis=1)
         scores[done : done + n] = np.max(y, axis=1)
+        confidence[done : done + n] = confidences(y)
         done += n
         if progress is not None:
             progress(done, total)
     if done != total:
         raise ModelError(f"inference covered {done} of {total} samples")
-    return Predictions(labels=labels, scores=scores)
+    return Predictions(labels=labels, scores=scores, confidence=confidence)

@@ -20,8 +20,10 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "CALIBRATION_BINS",
     "GLOBAL_METRICS",
     "PER_CLASS_METRICS",
+    "Calibration",
     "ClassMetrics",
     "ClassificationMetrics",
     "MetricInfo",
@@ -57,8 +59,22 @@ GLOBAL_METRICS: dict[str, MetricInfo] = {
         MetricInfo("cohen_kappa", -1.0, 1.0, True, "Cohen's kappa: agreement beyond chance"),
         MetricInfo("majority_baseline_accuracy", 0.0, 1.0, True, "accuracy of always predicting the largest class"),
         MetricInfo("imbalance_ratio", 1.0, math.inf, False, "largest / smallest class support"),
+        MetricInfo(
+            "ece",
+            0.0,
+            1.0,
+            False,
+            "expected calibration error: confidence vs accuracy over 15 equal-width bins",
+        ),
     )
 }
+
+#: Equal-width confidence bins of the expected calibration error and the reliability diagram.
+CALIBRATION_BINS = 15
+
+# Confidence sums are kept in fixed point (steps of 2⁻³²) so that the bins of separately
+# evaluated shards add up to exactly the bins of the whole set, in any order.
+_FIXED_POINT = float(1 << 32)
 
 #: Per-class metrics a ``per_class`` rule may name.
 PER_CLASS_METRICS: tuple[str, ...] = ("precision", "recall", "f1")
@@ -92,6 +108,82 @@ def _mean_defined(values: Sequence[float | None], weights: Sequence[float] | Non
     if not pairs or total == 0:
         return None
     return sum(v * w for v, w in pairs) / total
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Per-bin counts behind the expected calibration error (ECE) and the reliability diagram.
+
+    A sample's *confidence* is the probability the model gave its predicted class. Bin
+    ``b`` holds confidences in ``(b/15, (b+1)/15]`` (0 goes to the first bin). ECE is
+    ``Σ_b n_b/N · |accuracy_b − mean confidence_b|``. Bins are additive: the bins of two
+    disjoint sets, merged, are the bins of their union, exactly.
+    """
+
+    counts: npt.NDArray[np.int64]  # samples per bin
+    correct: npt.NDArray[np.int64]  # correctly predicted samples per bin
+    confidence_fp: npt.NDArray[np.int64]  # sum of confidences per bin, fixed point (2⁻³²)
+
+    @classmethod
+    def empty(cls) -> Calibration:
+        z = np.zeros(CALIBRATION_BINS, dtype=np.int64)
+        return cls(z, z.copy(), z.copy())
+
+    @classmethod
+    def from_predictions(cls, correct: npt.ArrayLike, confidence: npt.ArrayLike) -> Calibration:
+        ok = np.asarray(correct, dtype=bool)
+        conf = np.asarray(confidence, dtype=np.float64)
+        if ok.shape != conf.shape or ok.ndim != 1:
+            raise ValueError(f"correct and confidence must be 1-D and of equal length; got {ok.shape}, {conf.shape}.")
+        if conf.size and not (np.isfinite(conf).all() and conf.min() >= 0.0 and conf.max() <= 1.0):
+            raise ValueError("confidences must be probabilities in [0, 1].")
+        b = np.clip(np.ceil(conf * CALIBRATION_BINS).astype(np.int64) - 1, 0, CALIBRATION_BINS - 1)
+        fixed = np.rint(conf * _FIXED_POINT).astype(np.int64)
+        return cls(
+            np.bincount(b, minlength=CALIBRATION_BINS).astype(np.int64),
+            np.bincount(b, weights=ok, minlength=CALIBRATION_BINS).astype(np.int64),
+            _int_bincount(b, fixed),
+        )
+
+    def merge(self, other: Calibration) -> Calibration:
+        return Calibration(
+            self.counts + other.counts, self.correct + other.correct, self.confidence_fp + other.confidence_fp
+        )
+
+    @property
+    def samples(self) -> int:
+        return int(self.counts.sum())
+
+    @property
+    def ece(self) -> float | None:
+        n = self.samples
+        if n == 0:
+            return None
+        conf = self.confidence_fp.astype(np.float64) / _FIXED_POINT
+        return float(np.abs(self.correct - conf).sum() / n)
+
+    def bins(self) -> list[dict[str, Any]]:
+        """The reliability diagram: one entry per bin (accuracy and confidence None when empty)."""
+        out = []
+        for b in range(CALIBRATION_BINS):
+            n = int(self.counts[b])
+            out.append(
+                {
+                    "lower": b / CALIBRATION_BINS,
+                    "upper": (b + 1) / CALIBRATION_BINS,
+                    "count": n,
+                    "accuracy": None if n == 0 else int(self.correct[b]) / n,
+                    "confidence": None if n == 0 else float(self.confidence_fp[b]) / _FIXED_POINT / n,
+                }
+            )
+        return out
+
+
+def _int_bincount(bins: npt.NDArray[np.int64], values: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """Exact integer sums of ``values`` per bin (``np.bincount`` sums weights in float)."""
+    out = np.zeros(CALIBRATION_BINS, dtype=np.int64)
+    np.add.at(out, bins, values)
+    return out
 
 
 @dataclass(frozen=True)
@@ -151,15 +243,25 @@ class ClassificationMetrics:
     cohen_kappa: float | None
     majority_baseline_accuracy: float | None
     imbalance_ratio: float | None
+    calibration: Calibration | None = None  # known when the model's confidences are
 
     @classmethod
     def from_predictions(
-        cls, y_true: npt.ArrayLike, y_pred: npt.ArrayLike, classes: Sequence[str]
+        cls,
+        y_true: npt.ArrayLike,
+        y_pred: npt.ArrayLike,
+        classes: Sequence[str],
+        confidence: npt.ArrayLike | None = None,
     ) -> ClassificationMetrics:
-        return cls.from_confusion(confusion_matrix(y_true, y_pred, len(classes)), classes)
+        calibration = None
+        if confidence is not None:
+            calibration = Calibration.from_predictions(np.asarray(y_true) == np.asarray(y_pred), confidence)
+        return cls.from_confusion(confusion_matrix(y_true, y_pred, len(classes)), classes, calibration)
 
     @classmethod
-    def from_confusion(cls, cm: npt.ArrayLike, classes: Sequence[str]) -> ClassificationMetrics:
+    def from_confusion(
+        cls, cm: npt.ArrayLike, classes: Sequence[str], calibration: Calibration | None = None
+    ) -> ClassificationMetrics:
         c = np.asarray(cm, dtype=np.int64)
         k = len(classes)
         if c.shape != (k, k):
@@ -218,7 +320,12 @@ class ClassificationMetrics:
             majority_baseline_accuracy=_ratio(int(support.max()), n) if k else None,
             # a class with no samples makes the ratio infinite: undefined, not a number
             imbalance_ratio=_ratio(int(support.max()), smallest) if k else None,
+            calibration=calibration,
         )
+
+    @property
+    def ece(self) -> float | None:
+        return None if self.calibration is None else self.calibration.ece
 
     def value(self, metric: str) -> float | None:
         """A global metric by its policy name (see GLOBAL_METRICS)."""
@@ -246,4 +353,6 @@ class ClassificationMetrics:
             for m in self.per_class
         }
         out["confusion_matrix"] = self.confusion.tolist()
+        if self.calibration is not None:
+            out["calibration"] = {"bins": self.calibration.bins()}
         return out

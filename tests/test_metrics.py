@@ -83,7 +83,7 @@ def test_empty_and_degenerate_sets_are_undefined_not_zero() -> None:
 def test_every_global_metric_is_computed_and_in_its_range() -> None:
     rng = np.random.default_rng(7)
     t, p = rng.integers(0, 5, 500), rng.integers(0, 5, 500)
-    m = ClassificationMetrics.from_predictions(t, p, list("abcde"))
+    m = ClassificationMetrics.from_predictions(t, p, list("abcde"), rng.uniform(0.2, 1.0, 500))
     d = m.to_dict()
     for name, info in GLOBAL_METRICS.items():
         v = m.value(name)

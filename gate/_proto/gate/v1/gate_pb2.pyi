@@ -70,7 +70,7 @@ class Labels(_message.Message):
     def __init__(self, pipeline_id: _Optional[str] = ..., git_sha: _Optional[str] = ..., extra: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class EvaluateRequest(_message.Message):
-    __slots__ = ("model_sha256", "dataset", "policy_name", "policy_yaml", "labels", "provider", "batch_size", "model_name")
+    __slots__ = ("model_sha256", "dataset", "policy_name", "policy_yaml", "labels", "provider", "batch_size", "model_name", "baseline_sha256", "fingerprint")
     MODEL_SHA256_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
     POLICY_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -79,6 +79,8 @@ class EvaluateRequest(_message.Message):
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    BASELINE_SHA256_FIELD_NUMBER: _ClassVar[int]
+    FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     model_sha256: str
     dataset: str
     policy_name: str
@@ -87,7 +89,9 @@ class EvaluateRequest(_message.Message):
     provider: Provider
     batch_size: int
     model_name: str
-    def __init__(self, model_sha256: _Optional[str] = ..., dataset: _Optional[str] = ..., policy_name: _Optional[str] = ..., policy_yaml: _Optional[str] = ..., labels: _Optional[_Union[Labels, _Mapping]] = ..., provider: _Optional[_Union[Provider, str]] = ..., batch_size: _Optional[int] = ..., model_name: _Optional[str] = ...) -> None: ...
+    baseline_sha256: str
+    fingerprint: bytes
+    def __init__(self, model_sha256: _Optional[str] = ..., dataset: _Optional[str] = ..., policy_name: _Optional[str] = ..., policy_yaml: _Optional[str] = ..., labels: _Optional[_Union[Labels, _Mapping]] = ..., provider: _Optional[_Union[Provider, str]] = ..., batch_size: _Optional[int] = ..., model_name: _Optional[str] = ..., baseline_sha256: _Optional[str] = ..., fingerprint: _Optional[bytes] = ...) -> None: ...
 
 class EvaluateEvent(_message.Message):
     __slots__ = ("accepted", "progress", "verdict")
@@ -251,7 +255,7 @@ class ErrorInfo(_message.Message):
     def __init__(self, type: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class Verdict(_message.Message):
-    __slots__ = ("schema", "decision", "model", "dataset", "policy", "runtime", "metrics", "rules", "error", "started_at", "duration_s", "evaluation_id", "labels", "verdict_json")
+    __slots__ = ("schema", "decision", "model", "dataset", "policy", "runtime", "metrics", "rules", "error", "started_at", "duration_s", "evaluation_id", "labels", "verdict_json", "attestation_json")
     SCHEMA_FIELD_NUMBER: _ClassVar[int]
     DECISION_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -266,6 +270,7 @@ class Verdict(_message.Message):
     EVALUATION_ID_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     VERDICT_JSON_FIELD_NUMBER: _ClassVar[int]
+    ATTESTATION_JSON_FIELD_NUMBER: _ClassVar[int]
     schema: str
     decision: Decision
     model: ModelInfo
@@ -280,7 +285,8 @@ class Verdict(_message.Message):
     evaluation_id: str
     labels: Labels
     verdict_json: str
-    def __init__(self, schema: _Optional[str] = ..., decision: _Optional[_Union[Decision, str]] = ..., model: _Optional[_Union[ModelInfo, _Mapping]] = ..., dataset: _Optional[_Union[DatasetInfo, _Mapping]] = ..., policy: _Optional[_Union[PolicyInfo, _Mapping]] = ..., runtime: _Optional[_Union[RuntimeInfo, _Mapping]] = ..., metrics: _Optional[_Union[Metrics, _Mapping]] = ..., rules: _Optional[_Iterable[_Union[RuleResult, _Mapping]]] = ..., error: _Optional[_Union[ErrorInfo, _Mapping]] = ..., started_at: _Optional[str] = ..., duration_s: _Optional[float] = ..., evaluation_id: _Optional[str] = ..., labels: _Optional[_Union[Labels, _Mapping]] = ..., verdict_json: _Optional[str] = ...) -> None: ...
+    attestation_json: str
+    def __init__(self, schema: _Optional[str] = ..., decision: _Optional[_Union[Decision, str]] = ..., model: _Optional[_Union[ModelInfo, _Mapping]] = ..., dataset: _Optional[_Union[DatasetInfo, _Mapping]] = ..., policy: _Optional[_Union[PolicyInfo, _Mapping]] = ..., runtime: _Optional[_Union[RuntimeInfo, _Mapping]] = ..., metrics: _Optional[_Union[Metrics, _Mapping]] = ..., rules: _Optional[_Iterable[_Union[RuleResult, _Mapping]]] = ..., error: _Optional[_Union[ErrorInfo, _Mapping]] = ..., started_at: _Optional[str] = ..., duration_s: _Optional[float] = ..., evaluation_id: _Optional[str] = ..., labels: _Optional[_Union[Labels, _Mapping]] = ..., verdict_json: _Optional[str] = ..., attestation_json: _Optional[str] = ...) -> None: ...
 
 class GetVerdictRequest(_message.Message):
     __slots__ = ("evaluation_id",)
