@@ -450,7 +450,8 @@ def confidences(y: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
     top = z.max(axis=1)
     is_prob = (z.min(axis=1) >= 0.0) & (np.abs(z.sum(axis=1) - 1.0) <= 1e-3)
     softmax_top = 1.0 / np.exp(z - top[:, None]).sum(axis=1)
-    return np.clip(np.where(is_prob, top, softmax_top), 0.0, 1.0).astype(np.float32)
+    out: npt.NDArray[np.float32] = np.clip(np.where(is_prob, top, softmax_top), 0.0, 1.0).astype(np.float32)
+    return out
 
 
 def _chunks(model: LoadedModel, batches: Iterable[npt.NDArray[Any]]) -> Iterator[tuple[int, npt.NDArray[Any]]]:

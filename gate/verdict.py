@@ -87,6 +87,7 @@ class RuleResult:
     observed: float | None = None
     threshold: dict[str, Any] = field(default_factory=dict)
     classes: tuple[ClassCheck, ...] = ()
+    details: dict[str, Any] = field(default_factory=dict)  # rule-specific evidence (e.g. examples)
 
     @property
     def blocks(self) -> bool:
@@ -104,6 +105,7 @@ class RuleResult:
             observed=d.get("observed"),
             threshold=d.get("threshold") or {},
             classes=tuple(ClassCheck.from_dict(c) for c in d.get("classes", [])),
+            details=d.get("details") or {},
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -118,6 +120,8 @@ class RuleResult:
         }
         if self.classes:
             out["classes"] = [c.to_dict() for c in self.classes]
+        if self.details:
+            out["details"] = self.details
         return out
 
 
@@ -146,6 +150,10 @@ class Verdict:
     duration_s: float | None = None
     evaluation_id: str | None = None  # set by the service
     labels: dict[str, Any] = field(default_factory=dict)  # pipeline id, git sha, free keys
+    # the champion's run and the paired comparison, when a baseline model was given
+    baseline: dict[str, Any] | None = None
+    # the candidate's metrics on the dataset's training sample, when a rule needed them
+    train_sample: dict[str, Any] | None = None
 
     @property
     def exit_code(self) -> int:
@@ -177,10 +185,12 @@ class Verdict:
             duration_s=d.get("duration_s"),
             evaluation_id=d.get("evaluation_id"),
             labels=d.get("labels") or {},
+            baseline=d.get("baseline"),
+            train_sample=d.get("train_sample"),
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "schema": SCHEMA,
             "verdict": self.decision.value,
             "model": self.model,
@@ -196,3 +206,9 @@ class Verdict:
             "evaluation_id": self.evaluation_id,
             "labels": self.labels,
         }
+        # optional sections appear only when the evaluation produced them
+        if self.baseline is not None:
+            out["baseline"] = self.baseline
+        if self.train_sample is not None:
+            out["train_sample"] = self.train_sample
+        return out

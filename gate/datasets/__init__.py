@@ -30,7 +30,7 @@ that names the file, line, label or sample at fault.
 from __future__ import annotations
 
 from gate.datasets.cache import TensorCache, TensorCacheUse
-from gate.datasets.dataset import Dataset, load_dataset
+from gate.datasets.dataset import Dataset, load_dataset, load_train_sample
 from gate.datasets.spec import DatasetSpec, Preprocess
 
-__all__ = ["Dataset", "DatasetSpec", "Preprocess", "TensorCache", "TensorCacheUse", "load_dataset"]
+__all__ = ["Dataset", "DatasetSpec", "Preprocess", "TensorCache", "TensorCacheUse", "load_dataset", "load_train_sample"]

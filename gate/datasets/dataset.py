@@ -194,6 +194,7 @@ class Dataset:
     metadata: list[dict[str, str]] | None
     sha256: str
     sample_shape: tuple[int, ...]
+    train_sample: str | None  # the training sample's source, resolved (see load_train_sample)
 
     def __init__(
         self,
@@ -209,6 +210,7 @@ class Dataset:
     ) -> None:
         self.name = spec.name
         self.spec = spec
+        self.train_sample = spec.train_sample
         self.source_path = source_path
         self.classes = classes
         # Read-only: the labels are part of the hash and must not drift from it.
@@ -262,6 +264,8 @@ def load_dataset(path: str | os.PathLike[str], *, digest_cache: Path | None = No
         source = Path(spec.source)
         if not source.is_absolute():
             source = given.parent / source
+        if spec.train_sample is not None and not Path(spec.train_sample).is_absolute():
+            spec = spec.model_copy(update={"train_sample": str(given.parent / spec.train_sample)})
         return _load(spec, source, f"source of dataset spec {given}", digest_cache)
     if not given.exists():
         raise DatasetError(f"dataset not found: {given}")
@@ -275,6 +279,37 @@ def load_dataset(path: str | os.PathLike[str], *, digest_cache: Path | None = No
         preprocess=None if suffix == ".npz" and not given.is_dir() else Preprocess(),
     )
     return _load(default, given, "dataset", digest_cache)
+
+
+def load_train_sample(ds: Dataset, *, digest_cache: Path | None = None) -> Dataset:
+    """The training sample named by ``ds``'s spec, read with ``ds``'s classes (in its
+    order) and preprocessing. Raises DatasetError when there is none or it cannot be read."""
+    if ds.train_sample is None:
+        raise DatasetError(f"dataset '{ds.name}' has no training sample (`train_sample:` in its spec)")
+    path = Path(ds.train_sample)
+    npz = path.suffix.lower() == ".npz" and not path.is_dir()
+    if npz != (ds.spec.preprocess is None):
+        kinds = "an .npz" if npz else "an image"
+        held = "images" if ds.spec.preprocess is not None else "tensors (.npz)"
+        raise DatasetError(
+            f"training sample {path} of dataset '{ds.name}' is {kinds} source, but the held-out set holds {held};"
+            " both must be fed to the model the same way"
+        )
+    spec = ds.spec.model_copy(
+        update={
+            "name": f"{ds.name} (training sample)",
+            "source": str(path),
+            "classes": list(ds.classes),
+            "train_sample": None,
+        }
+    )
+    train = _load(spec, path, f"training sample of dataset '{ds.name}'", digest_cache)
+    if train.sample_shape != ds.sample_shape:
+        raise DatasetError(
+            f"training sample {path} gives samples of shape {list(train.sample_shape)}, the held-out set"
+            f" {list(ds.sample_shape)}"
+        )
+    return train
 
 
 def _unsupported(path: Path) -> str:

@@ -117,6 +117,10 @@ class DatasetSpec(pydantic.BaseModel):
     #: Images only; an ``.npz`` source with a preprocess section is an error.
     preprocess: Preprocess | None = None
     description: Annotated[str, Field(strict=True)] | None = None
+    #: A labelled sample of the training data (ImageFolder, manifest or .npz; relative to
+    #: the spec file's directory), with the same classes and preprocessing, for
+    #: ``train_test_gap`` rules. It is read only when a rule needs it.
+    train_sample: _Name | None = None
 
     @pydantic.field_validator("classes")
     @classmethod

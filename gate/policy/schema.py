@@ -74,6 +74,11 @@ class Policy:
         if problems:
             raise PolicyError(f"policy '{self.name}' ({self.source}) does not fit the dataset:", problems)
 
+    @property
+    def needs(self) -> set[str]:
+        """The extra evidence its rules need (see gate.policy.context.NEEDS)."""
+        return {rule.needs for rule in self.rules if rule.needs is not None}
+
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "sha256": self.sha256, "source": self.source}
 

@@ -1,0 +1,72 @@
+"""What rules may look at besides the candidate's metrics.
+
+Most rules judge one confusion matrix (:class:`~gate.metrics.ClassificationMetrics`).
+A few need more evidence, which the evaluation gathers only when the policy asks for
+it (see :attr:`gate.policy.rules.Rule.needs`):
+
+* ``baseline``: the champion model's run on the same samples (``baseline`` rules);
+* ``train_sample``: the candidate's metrics on a sample of its training data
+  (``train_test_gap`` rules);
+* ``fingerprint``: perceptual hashes of the held-out images and of the training
+  images (``leakage`` rules).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from gate.metrics import ClassificationMetrics
+
+#: What each kind of extra evidence is called in messages, and how a caller provides it.
+NEEDS: dict[str, str] = {
+    "baseline": "a champion model to compare with (`gate eval --baseline CHAMPION.onnx`; API: baseline_sha256)",
+    "train_sample": "a training sample for the dataset (`train_sample:` in the dataset spec)",
+    "fingerprint": "a fingerprint file of the training images (`gate fingerprint`, then `--fingerprint FILE`;"
+    " API: fingerprint)",
+}
+
+
+@dataclass(frozen=True)
+class BaselineRun:
+    """The champion's run on the candidate's samples, paired sample by sample."""
+
+    model: dict[str, Any]  # sha256 and name of the champion model
+    metrics: ClassificationMetrics
+    labels: npt.NDArray[np.int64]  # true class per sample
+    champion_correct: npt.NDArray[np.bool_]
+    challenger_correct: npt.NDArray[np.bool_]
+
+
+@dataclass(frozen=True)
+class TrainSample:
+    """The candidate's metrics on a labelled sample of its training data."""
+
+    name: str
+    source: str
+    metrics: ClassificationMetrics
+
+
+@dataclass(frozen=True)
+class LeakageInputs:
+    """Perceptual hashes of the held-out samples and the training fingerprints."""
+
+    heldout_hashes: npt.NDArray[np.uint64]
+    sample_ids: list[str]
+    fingerprints: Any  # gate.fingerprint.Fingerprints
+    sha256: str  # of the fingerprint file
+
+
+@dataclass(frozen=True)
+class RuleContext:
+    metrics: ClassificationMetrics
+    baseline: BaselineRun | None = None
+    train_sample: TrainSample | None = None
+    leakage: LeakageInputs | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def has(self, need: str) -> bool:
+        return getattr(self, need if need != "fingerprint" else "leakage") is not None
