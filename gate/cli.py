@@ -145,6 +145,19 @@ def _parser() -> argparse.ArgumentParser:
         help="tensor and result caches (default: $GATE_CACHE_DIR, else $XDG_CACHE_HOME/gate or ~/.cache/gate)",
     )
     ev.add_argument("--no-cache", action="store_true", help="decode and infer from scratch; write no cache")
+    _evidence_options(ev)
+    ev.add_argument(
+        "--signing-key",
+        type=Path,
+        metavar="PATH",
+        help="sign the verdict with this Ed25519 key (PEM PKCS #8; `gate key new`); needs --attestation-out",
+    )
+    ev.add_argument(
+        "--attestation-out",
+        type=Path,
+        metavar="FILE",
+        help="write the signed attestation (gate.attestation/v1) there; check it with `gate verify`",
+    )
     _report_options(ev)
 
     ck = sub.add_parser(
@@ -171,6 +184,13 @@ def _parser() -> argparse.ArgumentParser:
         help="label the evaluation (pipeline_id=..., git_sha=..., or any key); repeatable",
     )
     ck.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for the verdict (default 3600)")
+    _evidence_options(ck)
+    ck.add_argument(
+        "--attestation-out",
+        type=Path,
+        metavar="FILE",
+        help="write the server's signed attestation of the verdict there (for `gate verify` in a deploy step)",
+    )
     _report_options(ck)
     _client_options(ck)
 
@@ -218,6 +238,43 @@ def _parser() -> argparse.ArgumentParser:
     tok_sub = tok.add_subparsers(dest="token_command", required=True)
     tok_sub.add_parser("new", help="print a fresh random token and its SHA-256 (the configuration takes the hash)")
     tok_sub.add_parser("hash", help="read a token on stdin and print its SHA-256")
+
+    vf = sub.add_parser(
+        "verify",
+        help="check a signed verdict offline (for a deploy step)",
+        description=(
+            "Check an attestation (from `gate check --attestation-out`) with the gate server's public key"
+            " and the model file, without the server. Exit 0: the signature is valid, the attestation is"
+            " about this model and its verdict is PASS; 1: genuine and about this model, but the verdict"
+            " is FAIL or ERROR; 2: anything that cannot be verified (altered document, wrong key, another"
+            " model, unreadable files). The reason is one line on stderr."
+        ),
+    )
+    vf.add_argument("--attestation", required=True, type=Path, metavar="FILE", help="gate.attestation/v1 JSON")
+    vf.add_argument("--model", required=True, type=Path, metavar="FILE", help="the ONNX model about to be deployed")
+    vf.add_argument(
+        "--public-key",
+        required=True,
+        type=Path,
+        metavar="FILE",
+        help="the gate server's Ed25519 public key (PEM from `gate key show`, or raw 32 bytes in hex/base64)",
+    )
+    vf.add_argument("--dataset-sha256", metavar="HEX", help="also require the verdict to be on this dataset")
+    vf.add_argument("--policy-sha256", metavar="HEX", help="also require the verdict to be under this policy")
+    vf.add_argument("--format", choices=["text", "json"], default="text", help="json: one result document on stdout")
+
+    key = sub.add_parser("key", help="the Ed25519 key that signs verdicts")
+    key_sub = key.add_subparsers(dest="key_command", required=True)
+    show = key_sub.add_parser(
+        "show",
+        help="print the public key (PEM) of the server's signing key; its key id goes to stderr",
+    )
+    where = show.add_mutually_exclusive_group()
+    where.add_argument("--config", type=Path, help="the key of this server configuration (signing_key)")
+    where.add_argument("--data-dir", type=Path, help="the key generated in this data directory")
+    where.add_argument("--signing-key", type=Path, metavar="PATH", help="this private key file")
+    new = key_sub.add_parser("new", help="write a new signing key (mode 0600) and its public key (.pub)")
+    new.add_argument("--out", required=True, type=Path, metavar="PATH", help="where the private key goes")
     return p
 
 
@@ -228,11 +285,38 @@ def _default_cache_dir() -> Path:
     return Path(base) / "gate"
 
 
+def _evidence_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="CHAMPION.onnx",
+        help="the model in production: run on the same samples, compared in the report, judged by `baseline` rules",
+    )
+    p.add_argument(
+        "--fingerprint",
+        type=Path,
+        metavar="FILE",
+        help="perceptual hashes of the training images (`gate fingerprint`), for `leakage` rules",
+    )
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     from gate.cache import Caches
     from gate.evaluation import evaluate
 
     caches = None if args.no_cache else Caches.at(args.cache_dir or _default_cache_dir())
+    key = None
+    if (args.signing_key is None) != (args.attestation_out is None):
+        print("gate eval: --signing-key and --attestation-out go together", file=sys.stderr)
+        return EXIT_ERROR
+    if args.signing_key is not None:
+        from gate.attest import KeyFileError, load_signing_key
+
+        try:
+            key = load_signing_key(args.signing_key)
+        except KeyFileError as e:
+            print(f"gate eval: --signing-key: {e.message}", file=sys.stderr)
+            return EXIT_ERROR
     progress = _Progress(args.quiet)
     try:
         verdict = evaluate(
@@ -243,12 +327,38 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             caches=caches,
             progress=progress,
+            baseline=args.baseline,
+            fingerprint=args.fingerprint,
         )
     finally:
         progress.end()
     if verdict.error:
         logging.getLogger("gate").error("%s: %s", verdict.error["type"], verdict.error["message"])
-    return _emit(verdict, args, "eval")
+    attestation = None
+    if key is not None:
+        from gate.attest import render_attestation, sign_verdict
+
+        attestation = render_attestation(sign_verdict(verdict, key))
+    written = _write_attestation(args.attestation_out, attestation, "eval")
+    code = _emit(verdict, args, "eval")
+    return code if written else EXIT_ERROR
+
+
+def _write_attestation(path: Path | None, text: str | None, command: str) -> bool:
+    """Write the attestation to ``path`` atomically; with none to write, remove what is
+    there (a stale one must not pass for this verdict's). False when it cannot be written."""
+    if path is None:
+        return True
+    try:
+        if text is None:
+            path.unlink(missing_ok=True)
+            print(f"gate {command}: no attestation came with the verdict; nothing written to {path}", file=sys.stderr)
+        else:
+            _write_atomic(path, text)
+    except OSError as e:
+        print(f"gate {command}: cannot write {path}: {e.strerror}", file=sys.stderr)
+        return False
+    return True
 
 
 def _emit(verdict: Verdict, args: argparse.Namespace, command: str) -> int:
@@ -326,12 +436,17 @@ def _cmd_check(args: argparse.Namespace) -> int:
     progress = _Progress(args.quiet)
     policy_file = Path(args.policy)
     verdict: Verdict
+    attestation: str | None = None
     try:
         labels = _labels(args.label)
         data = args.model.read_bytes()
+        champion = args.baseline.read_bytes() if args.baseline is not None else None
+        prints = args.fingerprint.read_bytes() if args.fingerprint is not None else b""
         policy_yaml = policy_file.read_text(encoding="utf-8") if policy_file.is_file() else None
         with _client(args, args.server, args.timeout) as client:
             client.upload_model(data, filename=args.model.name)
+            if champion is not None:
+                client.upload_model(champion, filename=args.baseline.name)
             evaluation = client.evaluate(
                 hashlib.sha256(data).hexdigest(),
                 args.dataset,
@@ -341,8 +456,11 @@ def _cmd_check(args: argparse.Namespace) -> int:
                 provider=args.provider,
                 model_name=str(args.model),
                 on_progress=progress,
+                baseline_sha256=hashlib.sha256(champion).hexdigest() if champion is not None else "",
+                fingerprint=prints,
             )
         verdict = Verdict.from_dict(evaluation.document)
+        attestation = evaluation.attestation
     except (GateClientError, RequestError) as e:
         verdict = Verdict(
             decision=Decision.ERROR,
@@ -359,7 +477,9 @@ def _cmd_check(args: argparse.Namespace) -> int:
         progress.end()
     if verdict.error:
         logging.getLogger("gate").error("%s: %s", verdict.error["type"], verdict.error["message"])
-    return _emit(verdict, args, "check")
+    written = _write_attestation(args.attestation_out, attestation, "check")
+    code = _emit(verdict, args, "check")
+    return code if written else EXIT_ERROR
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -519,6 +639,81 @@ def _cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from gate.attest import (
+        MAX_DOCUMENT_BYTES,
+        KeyFileError,
+        Problem,
+        Verification,
+        load_public_key,
+        verify_attestation,
+    )
+
+    try:
+        public_key = load_public_key(args.public_key)
+        with args.attestation.open("rb") as f:
+            document = f.read(MAX_DOCUMENT_BYTES + 1)
+        model_sha256 = _sha256_file(args.model)
+        result = verify_attestation(
+            document,
+            public_key,
+            model_sha256,
+            dataset_sha256=args.dataset_sha256,
+            policy_sha256=args.policy_sha256,
+        )
+    except KeyFileError as e:
+        result = Verification(Problem.UNREADABLE, e.message)
+    except OSError as e:
+        result = Verification(Problem.UNREADABLE, f"cannot read {e.filename}: {e.strerror}")
+    if args.format == "json":
+        sys.stdout.write(json.dumps(result.to_dict(), indent=2, ensure_ascii=False) + "\n")
+    elif result.ok:
+        print(result.reason)
+    if not result.ok:
+        assert result.problem is not None
+        print(f"gate verify: {result.problem.value}: {result.reason}", file=sys.stderr)
+    return result.exit_code
+
+
+def _cmd_key(args: argparse.Namespace) -> int:
+    from gate.attest import KeyFileError, create_signing_key, key_id, load_signing_key, public_key_path, public_key_pem
+
+    try:
+        if args.key_command == "new":
+            private = create_signing_key(args.out)
+            print(f"key id: {key_id(private.public_key())}")
+            print(f"public key: {public_key_path(args.out)}")
+            return 0
+        if args.signing_key is not None:
+            path = args.signing_key
+        elif args.data_dir is not None:
+            path = args.data_dir / "signing" / "ed25519.pem"
+        else:
+            from gate.config import load_config
+
+            path = load_config(args.config).signing_key_file
+        if not path.exists():
+            raise KeyFileError(
+                f"no signing key at {path} (a server without signing_key creates it on first start;"
+                f" `gate key new --out {path}` makes one)"
+            )
+        public = load_signing_key(path).public_key()
+    except GateError as e:
+        print(f"gate key {args.key_command}: {e.message}", file=sys.stderr)
+        return EXIT_ERROR
+    sys.stdout.write(public_key_pem(public))
+    print(f"key id: {key_id(public)} ({path})", file=sys.stderr)
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from gate.demo import run
 
@@ -562,6 +757,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "health": _cmd_health,
         "policy": _cmd_policy_validate,
         "token": _cmd_token,
+        "verify": _cmd_verify,
+        "key": _cmd_key,
     }
     try:
         return commands[args.command](args)

@@ -50,6 +50,12 @@ class Evaluation:
         doc: dict[str, Any] = json.loads(self.verdict.verdict_json)
         return doc
 
+    @property
+    def attestation(self) -> str | None:
+        """The server's signed statement of this verdict (gate.attestation/v1 JSON text,
+        see gate.attest), or None when the server sent none."""
+        return self.verdict.attestation_json or None
+
 
 def _rpc(fn: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -191,8 +197,12 @@ class GateClient:
         batch_size: int = 0,
         model_name: str = "",
         on_progress: Callable[[int, int], None] | None = None,
+        baseline_sha256: str = "",
+        fingerprint: bytes = b"",
     ) -> Evaluation:
-        """Run an evaluation and follow its events to the verdict."""
+        """Run an evaluation and follow its events to the verdict. ``baseline_sha256`` (an
+        uploaded champion model) and ``fingerprint`` (a training fingerprint file's bytes)
+        feed `baseline` and `leakage` rules."""
         request = pb.EvaluateRequest(
             model_sha256=model_sha256,
             dataset=dataset,
@@ -200,6 +210,8 @@ class GateClient:
             provider=PROVIDERS[provider],
             batch_size=batch_size,
             model_name=model_name,
+            baseline_sha256=baseline_sha256,
+            fingerprint=fingerprint,
         )
         if policy_yaml is not None:
             request.policy_yaml = policy_yaml

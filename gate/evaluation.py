@@ -289,10 +289,11 @@ def _run_baseline(
     """Run the champion on the same samples and record the paired comparison."""
     data, source = _read_model(baseline, "baseline model")
     label = name if name is not None else None if isinstance(baseline, bytes) else str(baseline)
+    shown = label or f"sha256 {hashlib.sha256(data).hexdigest()[:12]}"
     try:
-        champion = _run_model(data, f"baseline {label or source}", ds, req, progress=None)
+        champion = _run_model(data, f"(baseline) {shown}", ds, req, progress=None)
     except GateError as e:  # the same kind of error, saying which model it was about
-        e.message = f"baseline model {label or source}: {e.message}"
+        e.message = f"baseline model {shown}: {e.message}"
         e.args = (e.message,)
         raise
     champion_correct = champion.predictions.labels == ds.labels

@@ -166,3 +166,32 @@ def memory_hog_model(k: int, *, floats: int = 1 << 30) -> bytes:
         helper.make_node("Neg", ["d2"], ["scores"]),
     ]
     return _model(nodes, [_f("x", ["N", 1])], [_f("scores", ["N", k])], init)
+
+
+def table_model(rows: npt.ArrayLike, *, classes: Sequence[str] | None = None) -> bytes:
+    """Input x of shape (N, 1) holding a row index; output ``rows[x]`` (N, K).
+
+    The scores are whatever ``rows`` holds (logits or probabilities). With x the sample's
+    index, each sample gets exactly the scores chosen for it; with x the class the
+    lookup model would predict, one-hot ``rows`` remap predictions class by class.
+    """
+    table = np.asarray(rows, dtype=np.float32)
+    k = table.shape[1]
+    init = [
+        numpy_helper.from_array(table, "table"),
+        numpy_helper.from_array(np.array([1], dtype=np.int64), "axis1"),
+    ]
+    nodes = [
+        helper.make_node("Cast", ["x"], ["xi"], to=TensorProto.INT64),
+        helper.make_node("Squeeze", ["xi", "axis1"], ["idx"]),
+        helper.make_node("Gather", ["table", "idx"], ["scores"], axis=0),
+    ]
+    return _model(nodes, [_f("x", ["N", 1])], [_f("scores", ["N", k])], init, classes)
+
+
+def one_hot_rows(predicted: Sequence[int] | npt.ArrayLike, k: int, *, logit: float = 8.0) -> npt.NDArray[np.float32]:
+    """Rows of logits that make :func:`table_model` predict ``predicted[i]`` for row i."""
+    p = np.asarray(predicted, dtype=np.int64)
+    rows = np.zeros((len(p), k), dtype=np.float32)
+    rows[np.arange(len(p)), p] = logit
+    return rows

@@ -13,9 +13,11 @@ import uuid
 from collections.abc import Generator, Iterator
 
 import grpc
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gate._proto.gate.v1 import gate_pb2 as pb
 from gate._proto.gate.v1 import gate_pb2_grpc as pb_grpc
+from gate.attest import render_attestation, sign_verdict
 from gate.cache import Caches
 from gate.config import ServerConfig
 from gate.errors import (
@@ -31,6 +33,7 @@ from gate.errors import (
 )
 from gate.inference import cuda_runs
 from gate.policy import Policy, parse_policy
+from gate.policy.context import NEEDS
 from gate.registry import SHA256_RE, ModelStore, Registry
 from gate.server import convert
 from gate.server.admission import Admission
@@ -50,9 +53,17 @@ def _now() -> str:
 
 class GateServicer(pb_grpc.GateServiceServicer):  # type: ignore[misc,unused-ignore]
     def __init__(
-        self, config: ServerConfig, store: AuditStore, models: ModelStore, caches: Caches, pool: WorkerPool
+        self,
+        config: ServerConfig,
+        store: AuditStore,
+        models: ModelStore,
+        caches: Caches,
+        pool: WorkerPool,
+        *,
+        signing_key: Ed25519PrivateKey | None = None,
     ) -> None:
         self.config = config
+        self.signing_key = signing_key  # set: every verdict sent carries its signed attestation
         self.caches = caches
         self.pool = pool
         self.store = store
@@ -140,9 +151,25 @@ class GateServicer(pb_grpc.GateServiceServicer):  # type: ignore[misc,unused-ign
         worker: Worker | None = None
         try:
             self.models.get(request.model_sha256.lower())
+            baseline_sha = request.baseline_sha256.lower() or None
+            if baseline_sha is not None:
+                self.models.get(baseline_sha)
             dataset = registry.dataset(request.dataset)
             policy = self._policy(request, registry)
             policy.check_classes(dataset.classes)
+            fingerprint = bytes(request.fingerprint) or None
+            if fingerprint is not None:
+                from gate.fingerprint import load_fingerprints
+
+                load_fingerprints(fingerprint)  # a damaged file is the request's fault
+            missing = [
+                f"rule '{rule.id}' ({rule.type}) needs {NEEDS[rule.needs]}"
+                for rule in policy.rules
+                if (rule.needs == "baseline" and baseline_sha is None)
+                or (rule.needs == "fingerprint" and fingerprint is None)
+            ]
+            if missing:
+                raise RequestError(f"policy '{policy.name}' cannot be applied to this request: " + "; ".join(missing))
             if provider == "cuda" and not cuda_runs():
                 raise ProviderError(
                     "provider 'cuda' requested, but the CUDA execution provider cannot run on this server"
@@ -187,6 +214,8 @@ class GateServicer(pb_grpc.GateServiceServicer):  # type: ignore[misc,unused-ign
             batch_size=request.batch_size or self.config.default_batch_size,
             model_name=model_name,
             labels=labels,
+            baseline=self.models.read(baseline_sha) if baseline_sha is not None else None,
+            fingerprint=fingerprint,
         )
         recorded = False
         try:
@@ -205,7 +234,10 @@ class GateServicer(pb_grpc.GateServiceServicer):  # type: ignore[misc,unused-ign
                 self._finish(verdict)
             recorded = True
             self.admission.release()
-            yield pb.EvaluateEvent(verdict=convert.domain_verdict_to_pb(verdict))
+            message = convert.domain_verdict_to_pb(verdict)
+            if self.signing_key is not None:  # PASS, FAIL and ERROR alike; `gate verify` accepts only PASS
+                message.attestation_json = render_attestation(sign_verdict(verdict, self.signing_key))
+            yield pb.EvaluateEvent(verdict=message)
         finally:
             if not recorded:  # the call ended early (cancelled, or the server stopping)
                 self._finish(verdict)

@@ -71,6 +71,9 @@ class EvaluateJob:
     batch_size: int | None
     model_name: str | None
     labels: dict[str, Any] = field(default_factory=dict)
+    baseline: bytes | None = None  # the champion model, for `baseline` rules
+    baseline_name: str | None = None
+    fingerprint: bytes | None = None  # a training fingerprint file, for `leakage` rules
 
 
 def error_from(kind: str, message: str) -> GateError:
@@ -148,6 +151,9 @@ def worker_main(conn: Connection, settings: WorkerSettings) -> None:
                 progress=progress,
                 model_name=job.model_name,
                 caches=caches,
+                baseline=job.baseline,
+                baseline_name=job.baseline_name,
+                fingerprint=job.fingerprint,
             )
             conn.send(("verdict", verdict.to_dict()))
         except GateError as e:
