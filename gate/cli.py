@@ -234,6 +234,20 @@ def _parser() -> argparse.ArgumentParser:
     val.add_argument("policy", help="policy YAML file")
     val.add_argument("--dataset", help="also check the class names against this dataset")
 
+    fp = sub.add_parser(
+        "fingerprint",
+        help="perceptual hashes of training images, for `leakage` rules",
+        description=(
+            "Hash every image under TRAIN_DIR (any tree of image files, e.g. an ImageFolder) with a 64-bit"
+            " perceptual hash that survives resizing and re-encoding, and write them to OUTPUT (a"
+            " gate.fingerprint/v1 file). Give it to `gate eval --fingerprint` or `gate check --fingerprint`."
+            " Exit 0 when written, 2 when an image cannot be read (nothing is written)."
+        ),
+    )
+    fp.add_argument("train_dir", type=Path, metavar="TRAIN_DIR", help="directory of training images")
+    fp.add_argument("-o", "--output", required=True, type=Path, metavar="OUTPUT", help="fingerprint file to write")
+    fp.add_argument("--workers", type=int, help="parallel hashing workers (default: one per core)")
+
     tok = sub.add_parser("token", help="make bearer tokens for the server's `tokens:` configuration")
     tok_sub = tok.add_subparsers(dest="token_command", required=True)
     tok_sub.add_parser("new", help="print a fresh random token and its SHA-256 (the configuration takes the hash)")
@@ -647,6 +661,18 @@ def _sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _cmd_fingerprint(args: argparse.Namespace) -> int:
+    from gate.fingerprint import fingerprint_command
+
+    try:
+        prints = fingerprint_command(args.train_dir, args.output, args.workers)
+    except GateError as e:
+        print(f"gate fingerprint: {e.message}", file=sys.stderr)
+        return EXIT_ERROR
+    print(f"{len(prints)} images fingerprinted into {args.output} (sha256 {prints.sha256})")
+    return 0
+
+
 def _cmd_verify(args: argparse.Namespace) -> int:
     from gate.attest import (
         MAX_DOCUMENT_BYTES,
@@ -759,6 +785,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "token": _cmd_token,
         "verify": _cmd_verify,
         "key": _cmd_key,
+        "fingerprint": _cmd_fingerprint,
     }
     try:
         return commands[args.command](args)
