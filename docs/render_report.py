@@ -46,7 +46,7 @@ def main() -> None:
         subprocess.run(
             [args.chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={profile}", "--hide-scrollbars", "--window-size=1280,3000",
+             f"--user-data-dir={profile}", "--hide-scrollbars", "--window-size=1280,3600",
              f"--screenshot={args.out}", html.as_uri()],
             check=True, capture_output=True, timeout=120,
         )

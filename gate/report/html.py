@@ -4,8 +4,11 @@ Everything is inline: the style sheet, and the charts as base64 PNG ``data:`` UR
 with matplotlib, so the page reads offline and a Content-Security-Policy forbids it to
 load anything else. The page shows a verdict banner with its reason, the identities
 (model, dataset, policy with their SHA-256s, the runtime), the headline metrics, the
-rules with the failing ones first, per-class recall and precision bars against the
-floors the policy sets, and a row-normalised confusion-matrix heatmap.
+rules with the failing ones first and the near-duplicates a leakage rule found, the
+champion-vs-challenger comparison and the training sample when the evaluation had them,
+per-class recall and precision bars against the floors the policy sets, a row-normalised
+confusion-matrix heatmap, and a reliability diagram when the model's confidences are
+known (with the champion's curve over it).
 
 The output is deterministic: the same verdict gives the same bytes (the PNGs carry no
 software version or date, and matplotlib runs on its default style, not the user's).
@@ -19,6 +22,19 @@ from collections.abc import Callable
 from html import escape
 from typing import TYPE_CHECKING, Any
 
+from gate.report.evidence import (
+    Bin,
+    Comparison,
+    MetricRow,
+    TrainingSample,
+    calibration_bins,
+    comparison,
+    leakage,
+    leakage_more,
+    leakage_summary,
+    signed,
+    training_sample,
+)
 from gate.report.markdown import HEADLINE, Floor, by_urgency, class_floors, class_names, number, reason
 from gate.verdict import Decision, RuleResult, Severity, Status, Verdict
 
@@ -32,6 +48,10 @@ _DPI = 100
 _RED = "#cf222e"
 _BLUE = "#4c78a8"
 _GREY = "#8c959f"
+_ORANGE = "#f58518"
+# The near-duplicates a leakage rule lists are few (the closest ones); a hand-made verdict
+# could list thousands, which would only bloat the page.
+MAX_HTML_LEAK_EXAMPLES = 100
 
 _STYLE = """
 :root { color-scheme: light; }
@@ -46,6 +66,7 @@ main { max-width: 1100px; margin: 0 auto; padding: 0 1.5rem 3rem; }
 .banner.fail { background: #cf222e; }
 .banner.error { background: #d4a72c; color: #1f2328; }
 h2 { font-size: 1.2rem; margin: 2rem 0 .6rem; border-bottom: 1px solid #d0d7de; padding-bottom: .3rem; }
+h3 { font-size: 1rem; margin: 1.2rem 0 .4rem; }
 table { border-collapse: collapse; background: #fff; width: 100%; font-size: .92rem; }
 th, td { border: 1px solid #d0d7de; padding: .35rem .6rem; text-align: left; vertical-align: top; }
 th { background: #f0f3f6; }
@@ -62,7 +83,10 @@ pre { white-space: pre-wrap; word-break: break-word; margin: 0; }
 .badge.error { background: #d4a72c; color: #1f2328; }
 .badge.warn { background: #9a6700; }
 tr.blocking td { background: #fff5f5; }
-td.below { color: #cf222e; font-weight: 700; }
+td.below, td.worse { color: #cf222e; font-weight: 700; }
+td.better { color: #1a7f37; }
+table.paired { width: auto; }
+p.reading { margin: .6rem 0; }
 .cards { display: flex; flex-wrap: wrap; gap: .8rem; }
 .card { background: #fff; border: 1px solid #d0d7de; border-radius: .4rem; padding: .6rem 1rem; min-width: 9rem; }
 .card .value { font-size: 1.6rem; font-weight: 700; font-variant-numeric: tabular-nums; }
@@ -210,6 +234,87 @@ def _heatmap(fig: Figure, names: list[str], matrix: list[list[int]]) -> None:
     fig.colorbar(image, ax=ax, label="share of the actual class", shrink=0.8)
 
 
+def _reliability(
+    fig: Figure, bins: list[Bin], ece: Any, champion: list[Bin] | None, champion_ece: float | None
+) -> None:
+    """Per-bin accuracy against the diagonal of perfect calibration, the gap to each bin's
+    mean confidence shaded, and the samples per bin below; the champion's curve on top."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    fig.set_size_inches(7.5, 6.2)
+    ax, hist = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
+    filled = [b for b in bins if b.count > 0 and b.accuracy is not None]
+    lowers = [b.lower for b in filled]
+    widths = [b.upper - b.lower for b in filled]
+    accuracy = [b.accuracy or 0.0 for b in filled]
+    ax.bar(lowers, accuracy, width=widths, align="edge", color=_BLUE, edgecolor="white", linewidth=0.8)
+    # the gap between what the model claims (mean confidence) and what it achieves (accuracy)
+    gaps = [(b, b.confidence - (b.accuracy or 0.0)) for b in filled if b.confidence is not None]
+    ax.bar(
+        [b.lower for b, _ in gaps],
+        [g for _, g in gaps],
+        bottom=[b.accuracy or 0.0 for b, _ in gaps],
+        width=[b.upper - b.lower for b, _ in gaps],
+        align="edge",
+        facecolor=(0.81, 0.13, 0.18, 0.22),  # _RED, translucent: an underconfident gap lies over its bar
+        edgecolor=_RED,
+        hatch="///",
+        linewidth=0.8,
+    )
+    ax.plot([0.0, 1.0], [0.0, 1.0], linestyle="--", color="black", linewidth=1.2)
+    handles = [
+        Patch(color=_BLUE, label="accuracy in the bin"),
+        Patch(facecolor=(0.81, 0.13, 0.18, 0.22), edgecolor=_RED, hatch="///", label="gap to the mean confidence"),
+        Line2D([], [], linestyle="--", color="black", label="perfect calibration"),
+    ]
+    title = f"Reliability diagram: ECE {number(ece)}"
+    if champion is not None:
+        points = [(b.confidence, b.accuracy) for b in champion if b.count > 0 and b.confidence is not None]
+        ax.plot(
+            [x for x, _ in points],
+            [y for _, y in points],
+            color=_ORANGE,
+            marker="o",
+            markersize=4,
+            linewidth=1.6,
+        )
+        handles.append(Line2D([], [], color=_ORANGE, marker="o", markersize=4, label="champion"))
+        title += f" (champion {number(champion_ece)})"
+    ax.set_xlim(0.0, 1.0)
+    ax.set_ylim(0.0, 1.04)  # room for a marker at 1
+    ax.set_ylabel("accuracy")
+    ax.set_title(title, fontsize=11)
+    ax.grid(alpha=0.3)
+    ax.set_axisbelow(True)
+    ax.legend(handles=handles, loc="upper left", fontsize=8, frameon=False)
+
+    counts = [b.count for b in bins]
+    hist.bar(
+        [b.lower for b in bins],
+        counts,
+        width=[b.upper - b.lower for b in bins],
+        align="edge",
+        color=_GREY,
+        alpha=0.45,
+        edgecolor="white",
+    )
+    top = max(counts)
+    for b in bins:
+        if b.count:
+            hist.text((b.lower + b.upper) / 2, b.count + top * 0.04, str(b.count), ha="center", va="bottom", fontsize=7)
+    if champion is not None:
+        edges = [b.lower for b in champion] + [champion[-1].upper]
+        steps = [b.count for b in champion]
+        hist.stairs(steps, edges, color=_ORANGE, linewidth=1.2)
+        top = max(top, *steps)
+    hist.set_ylim(0, top * 1.3)
+    hist.set_ylabel("samples")
+    hist.set_xlabel("confidence (probability given to the predicted class)")
+    hist.grid(axis="y", alpha=0.3)
+    hist.set_axisbelow(True)
+
+
 # --- page ----------------------------------------------------------------------------------------
 
 
@@ -261,6 +366,19 @@ def _identities(v: Verdict) -> list[str]:
             parts.append(f"<code>{e(v.policy['source'])}</code>")
         parts.append(_sha(v.policy.get("sha256")))
         rows.append(("policy", parts))
+    champion = v.baseline.get("model") if isinstance(v.baseline, dict) else None
+    if isinstance(champion, dict):
+        parts = [f"<code>{e(champion.get('path') or '(bytes)')}</code>", _sha(champion.get("sha256"))]
+        if champion.get("bytes") is not None:
+            parts.append(f"{e(champion['bytes'])} bytes")
+        rows.append(("champion", parts))
+    if isinstance(v.train_sample, dict):
+        ts = v.train_sample
+        parts = [f"<strong>{e(ts.get('name', '?'))}</strong>"]
+        if ts.get("samples") is not None:
+            parts.append(f"{e(ts['samples'])} samples")
+        parts.append(_sha(ts.get("sha256")))
+        rows.append(("training sample", parts))
     rt = v.runtime
     if rt:
         parts = []
@@ -302,9 +420,12 @@ def _error(v: Verdict) -> list[str]:
 
 
 def _metrics(m: dict[str, Any]) -> list[str]:
+    headline = list(HEADLINE)
+    if number(m.get("ece")) != "n/a":
+        headline.append(("ece", "ECE (calibration error)"))
     cards = "".join(
         f'<div class="card"><div class="value">{e(number(m.get(key)))}</div><div class="label">{e(label)}</div></div>'
-        for key, label in HEADLINE
+        for key, label in headline
     )
     more = [f"{e(label)} {e(number(m.get(key), digits))}" for key, label, digits in _EXTRA_METRICS]
     if m.get("samples") is not None:
@@ -368,6 +489,142 @@ def _per_class(v: Verdict, m: dict[str, Any]) -> list[str]:
     return out
 
 
+def _count(n: int | None) -> str:
+    return "?" if n is None else str(n)
+
+
+def _change_css(change: float | None, worse: bool | None) -> str:
+    """``num worse`` (red) or ``num better`` (green); plain when unchanged or neither."""
+    if change is None or change == 0 or worse is None:
+        return "num"
+    return "num worse" if worse else "num better"
+
+
+def _failed(failed: Severity | None) -> str:
+    if failed is None:
+        return ""
+    word = "fails a block rule" if failed is Severity.BLOCK else "fails a warn rule"
+    css = "fail" if failed is Severity.BLOCK else "warn"
+    return f' <span class="badge {css}">{e(word)}</span>'
+
+
+def _metric_table(
+    head: tuple[str, str, str, str], rows: list[MetricRow], changes: list[float | None], worse: list[bool | None]
+) -> str:
+    body = []
+    for row, change, bad in zip(rows, changes, worse, strict=True):
+        body.append(
+            f'<tr><td>{e(row.label)}</td><td class="num">{e(number(row.before))}</td>'
+            f'<td class="num">{e(number(row.after))}</td>'
+            f'<td class="{_change_css(change, bad)}">{e(signed(change))}{_failed(row.failed)}</td></tr>'
+        )
+    cells = "".join(f"<th>{e(h)}</th>" for h in head)
+    return f"<table><tr>{cells}</tr>{''.join(body)}</table>"
+
+
+def _comparison(c: Comparison) -> list[str]:
+    sha = f" (sha256 <code>{e(c.sha256[:12])}</code>)" if c.sha256 else ""
+    out = [
+        "<h2>Champion vs challenger</h2>",
+        f'<p class="reading">The champion, <code>{e(c.path or "(bytes)")}</code>{sha}, ran on the same samples as'
+        " this model, the challenger.</p>",
+        _metric_table(
+            ("metric", "champion", "challenger", "difference"),
+            c.rows,
+            [r.change for r in c.rows],
+            [r.worse for r in c.rows],
+        ),
+    ]
+    if c.classes:
+        rows = []
+        for k in c.classes:
+            css = _change_css(k.change, None if k.change is None else k.change < 0)
+            rows.append(
+                f'<tr><td><code>{e(k.name)}</code></td><td class="num">{e(number(k.before))}</td>'
+                f'<td class="num">{e(number(k.after))}</td>'
+                f'<td class="{css}">{e(signed(k.change))}{_failed(k.failed)}</td></tr>'
+            )
+        m = c.class_metric
+        head = "".join(f"<th>{e(h)}</th>" for h in ("class", f"champion {m}", f"challenger {m}", "change"))
+        out.append(f"<h3>Per-class {e(m)}</h3><table><tr>{head}</tr>{''.join(rows)}</table>")
+    if c.interval:
+        reading = f" {e(c.interval_reading)}" if c.interval_reading else ""
+        out.append(f'<p class="reading">Challenger minus champion: <strong>{e(c.interval)}</strong>.{reading}</p>')
+    p = c.paired
+    if p is not None:
+        out.append(
+            '<h3>McNemar</h3><table class="paired"><tr><th></th><th>challenger right</th><th>challenger wrong</th></tr>'
+            f'<tr><th>champion right</th><td class="num">{e(_count(p.both_right))}</td>'
+            f'<td class="num worse">{e(p.challenger_worse)}</td></tr>'
+            f'<tr><th>champion wrong</th><td class="num better">{e(p.challenger_better)}</td>'
+            f'<td class="num">{e(_count(p.both_wrong))}</td></tr></table>'
+        )
+    if c.mcnemar_reading:
+        out.append(f'<p class="reading">{e(c.mcnemar_reading)}</p>')
+    return out
+
+
+def _training(t: TrainingSample) -> list[str]:
+    parts = [f"<strong>{e(t.name)}</strong>" if t.name else "the training sample"]
+    if t.samples is not None:
+        parts.append(f"{e(t.samples)} samples")
+    gaps = [t.gap(r) for r in t.rows]
+    # every model does a little better on its training data: only a gap a rule refused is flagged
+    flagged: list[bool | None] = [True if r.failed is not None else None for r in t.rows]
+    table = _metric_table(("metric", "training sample", "held-out", "gap"), t.rows, gaps, flagged)
+    return [
+        "<h2>Training sample</h2>",
+        f'<p class="reading">This model on its training sample, {", ".join(parts)}, against the held-out set:'
+        " a large gap means it does much better on data it was trained on (overfitting).</p>",
+        table,
+    ]
+
+
+def _leaks(v: Verdict) -> list[str]:
+    out = []
+    for r in by_urgency(v.rules):
+        found = leakage(r)
+        if found is None or (not found.examples and not found.matches):
+            continue
+        shown = min(len(found.examples), MAX_HTML_LEAK_EXAMPLES)
+        rows = "".join(
+            f"<tr><td><code>{e(x.sample)}</code></td><td><code>{e(x.train)}</code></td>"
+            f'<td class="num">{e("?" if x.distance is None else x.distance)}</td></tr>'
+            for x in found.examples[:MAX_HTML_LEAK_EXAMPLES]
+        )
+        out += [
+            f"<h2>Near-duplicates found by <code>{e(r.id)}</code></h2>",
+            f'<p class="reading">{e(leakage_summary(found, shown))}</p>',
+        ]
+        if rows:
+            head = "<tr><th>held-out sample</th><th>training image</th><th>Hamming distance</th></tr>"
+            out.append(f"<table>{head}{rows}</table>")
+        more = leakage_more(found, shown)
+        if more:
+            out.append(f'<div class="more">{e(more)}</div>')
+        if found.fingerprint_sha256:
+            out.append(f'<div class="more">training fingerprints {_sha(found.fingerprint_sha256)}</div>')
+    return out
+
+
+def _calibration(m: dict[str, Any], compared: Comparison | None) -> list[str]:
+    bins = calibration_bins(m)
+    if bins is None:
+        return []
+    champion_bins = compared.champion_bins if compared is not None else None
+    champion_ece = compared.champion_ece if compared is not None else None
+    chart = _draw(_reliability, bins, m.get("ece"), champion_bins, champion_ece)
+    overlay = " The orange line is the champion's accuracy per bin." if champion_bins is not None else ""
+    return [
+        "<h2>Calibration</h2>",
+        f'<figure><img src="{chart}" alt="reliability diagram">'
+        "<figcaption>Samples grouped by the confidence the model gave its prediction (15 equal bins): a bar is"
+        " the share of them it got right; a bar on the dashed diagonal is perfectly calibrated, a red box is the"
+        " gap to the mean confidence (above the bar: overconfident). Below: samples per bin."
+        f"{overlay}</figcaption></figure>",
+    ]
+
+
 def render_html(verdict: Verdict) -> str:
     v = verdict
     title = f"gate: {v.decision.value}"
@@ -379,9 +636,17 @@ def render_html(verdict: Verdict) -> str:
     if v.metrics:
         body += _metrics(v.metrics)
     if v.rules:
-        body += _rules(v)
+        body += _rules(v) + _leaks(v)
+    compared = comparison(v)
+    if compared is not None:
+        body += _comparison(compared)
+    train = training_sample(v)
+    if train is not None:
+        body += _training(train)
     if v.metrics and v.metrics.get("per_class"):
         body += _per_class(v, v.metrics)
+    if v.metrics:
+        body += _calibration(v.metrics, compared)
     body += ["<footer>gate verdict, schema gate.verdict/v1</footer>", "</main>"]
     head = [
         "<!DOCTYPE html>",

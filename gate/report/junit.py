@@ -15,6 +15,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import Any
 
+from gate.report.evidence import leak_line, leakage, leakage_more, leakage_summary
 from gate.verdict import RuleResult, Severity, Status, Verdict
 
 # XML 1.0 cannot carry most control characters, not even escaped; a message holding one
@@ -80,8 +81,24 @@ def _cases(verdict: Verdict) -> list[_Case]:
 
 def _details(rule: RuleResult, status: Status) -> str:
     # the element's text: the whole rule message, which for a per-class case holds the
-    # context its class message lacks (the other classes, the accuracy paradox)
-    return f"{rule.id} ({rule.type}, {rule.severity.value}): {status.value}\n{rule.message}"
+    # context its class message lacks (the other classes, the accuracy paradox), and the
+    # near-duplicates a leakage rule found, one a line
+    text = f"{rule.id} ({rule.type}, {rule.severity.value}): {status.value}\n{rule.message}"
+    found = leakage(rule)
+    if found is not None and found.examples:
+        lines = [leakage_summary(found, len(found.examples)), *(f"  {leak_line(x)}" for x in found.examples)]
+        more = leakage_more(found, len(found.examples))
+        text += "\n" + "\n".join([*lines, *([f"  {more}"] if more else [])])
+    return text
+
+
+def _get(section: Any, *keys: str) -> Any:
+    """A value inside an optional section of the verdict; None when any part is missing."""
+    for key in keys:
+        if not isinstance(section, dict):
+            return None
+        section = section.get(key)
+    return section
 
 
 def _properties(verdict: Verdict) -> list[tuple[str, str]]:
@@ -93,6 +110,10 @@ def _properties(verdict: Verdict) -> list[tuple[str, str]]:
         ("dataset.sha256", verdict.dataset.get("sha256")),
         ("policy.name", verdict.policy.get("name")),
         ("policy.sha256", verdict.policy.get("sha256")),
+        ("baseline.model.sha256", _get(verdict.baseline, "model", "sha256")),
+        ("baseline.model.path", _get(verdict.baseline, "model", "path")),
+        ("train_sample.name", _get(verdict.train_sample, "name")),
+        ("train_sample.sha256", _get(verdict.train_sample, "sha256")),
         ("runtime.provider", verdict.runtime.get("provider")),
         ("runtime.onnxruntime", verdict.runtime.get("onnxruntime")),
         ("started_at", verdict.started_at),

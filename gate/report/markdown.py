@@ -1,8 +1,10 @@
 """The verdict as GitHub-flavoured Markdown, for a pull-request comment or a CI job summary.
 
 The first line is the verdict; then who was judged (model, dataset, policy, provider),
-the rules with the failing ones first, the headline metrics, a per-class table with the
-floors the policy sets, and the confusion matrix.
+the rules with the failing ones first (a leakage rule followed by the near-duplicates it
+found), the headline metrics, a per-class table with the floors the policy sets, the
+confusion matrix, and, when the evaluation had them, the champion-vs-challenger
+comparison and the training sample.
 
 The helpers that order rules, word the verdict and find per-class floors are shared with
 the HTML report, so both say the same thing in the same order.
@@ -17,6 +19,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from gate.metrics import PER_CLASS_METRICS
+from gate.report.evidence import (
+    MAX_LEAK_EXAMPLES,
+    Comparison,
+    MetricRow,
+    TrainingSample,
+    comparison,
+    leakage,
+    leakage_more,
+    leakage_summary,
+    signed,
+    training_sample,
+)
 from gate.verdict import Decision, RuleResult, Severity, Status, Verdict
 
 #: The metrics worth a glance, in the order people read them, with their display names.
@@ -214,6 +228,8 @@ def _rules(v: Verdict) -> list[str]:
 
 def _headline(metrics: dict[str, Any]) -> list[str]:
     items = [f"{label} **{number(metrics.get(key))}**" for key, label in HEADLINE]
+    if number(metrics.get("ece")) != "n/a":
+        items.append(f"ECE **{number(metrics['ece'])}** (expected calibration error; lower is better)")
     samples = metrics.get("samples")
     if samples is not None:
         items.append(f"samples **{samples}**")
@@ -273,6 +289,95 @@ def _confusion(metrics: dict[str, Any]) -> list[str]:
     return [title, "", *_table(["actual", "predicted as", "count", "share of actual"], rows, right=range(2, 4))]
 
 
+def _flag(failed: Severity | None) -> str:
+    if failed is None:
+        return ""
+    return " ❌" if failed is Severity.BLOCK else " ⚠️"
+
+
+def _metric_rows(head: list[str], rows: list[MetricRow], change: list[str]) -> list[str]:
+    body = [
+        [md(r.label), number(r.before), number(r.after), f"{diff}{_flag(r.failed)}"]
+        for r, diff in zip(rows, change, strict=True)
+    ]
+    return _table(head, body, right=range(1, 4))
+
+
+def _count(n: int | None) -> str:
+    return "?" if n is None else str(n)
+
+
+def _comparison(c: Comparison) -> list[str]:
+    who = code(c.path, table=False) if c.path else "(bytes)"
+    sha = short_sha(c.sha256)
+    who += f" (sha256 {code(sha, table=False)})" if sha else " (sha256 unknown)"
+    out = [
+        "### Champion vs challenger",
+        "",
+        f"The champion, {who}, ran on the same samples as this model, the challenger.",
+    ]
+    out += [
+        "",
+        *_metric_rows(["metric", "champion", "challenger", "difference"], c.rows, [signed(r.change) for r in c.rows]),
+    ]
+    if c.classes:
+        m = c.class_metric
+        rows = [
+            [code(k.name), number(k.before), number(k.after), f"{signed(k.change)}{_flag(k.failed)}"] for k in c.classes
+        ]
+        out += ["", *_table(["class", f"champion {m}", f"challenger {m}", "change"], rows, right=range(1, 4))]
+    if c.interval:
+        reading = f" {c.interval_reading}" if c.interval_reading else ""
+        out += ["", f"Challenger minus champion: {c.interval}.{reading}"]
+    p = c.paired
+    if p is not None:
+        rows = [
+            ["champion right", _count(p.both_right), f"**{p.challenger_worse}**"],
+            ["champion wrong", f"**{p.challenger_better}**", _count(p.both_wrong)],
+        ]
+        out += ["", *_table(["McNemar", "challenger right", "challenger wrong"], rows, right=range(1, 3))]
+    if c.mcnemar_reading:
+        out += ["", c.mcnemar_reading]
+    return out
+
+
+def _training(t: TrainingSample) -> list[str]:
+    parts = [f"**{md(t.name)}**" if t.name else "the training sample"]
+    if t.samples is not None:
+        parts.append(f"{t.samples} samples")
+    sha = short_sha(t.sha256)
+    if sha:
+        parts.append(f"sha256 {code(sha, table=False)}")
+    intro = (
+        f"This model on its training sample, {', '.join(parts)}, against the held-out set: a large gap means"
+        " it does much better on data it was trained on (overfitting)."
+    )
+    head = ["metric", "training sample", "held-out", "gap"]
+    return ["### Training sample", "", intro, "", *_metric_rows(head, t.rows, [signed(t.gap(r)) for r in t.rows])]
+
+
+def _leaks(v: Verdict) -> list[str]:
+    out: list[str] = []
+    for r in by_urgency(v.rules):
+        found = leakage(r)
+        if found is None or (not found.examples and not found.matches):
+            continue
+        shown = found.examples[:MAX_LEAK_EXAMPLES]
+        out += [
+            "",
+            f"#### Near-duplicates found by {code(r.id, table=False)}",
+            "",
+            md(leakage_summary(found, len(shown))),
+        ]
+        if shown:
+            rows = [[code(e.sample), code(e.train), "?" if e.distance is None else str(e.distance)] for e in shown]
+            out += ["", *_table(["held-out sample", "training image", "Hamming distance"], rows, right=range(2, 3))]
+        more = leakage_more(found, len(shown))
+        if more:
+            out += ["", md(more)]
+    return out
+
+
 def _footer(v: Verdict) -> str | None:
     parts = []
     if v.started_at:
@@ -299,7 +404,7 @@ def render_markdown(verdict: Verdict) -> str:
     if v.error:
         out += ["", *_error_block(v)]
     if v.rules:
-        out += ["", *_rules(v)]
+        out += ["", *_rules(v), *_leaks(v)]
     m = v.metrics
     if m:
         out += ["", *_headline(m)]
@@ -308,6 +413,12 @@ def render_markdown(verdict: Verdict) -> str:
             confusion = _confusion(m)
             if confusion:
                 out += ["", *confusion]
+    compared = comparison(v)
+    if compared is not None:
+        out += ["", *_comparison(compared)]
+    train = training_sample(v)
+    if train is not None:
+        out += ["", *_training(train)]
     footer = _footer(v)
     if footer:
         out += ["", footer]

@@ -1,10 +1,26 @@
 """The verdict for people reading a CI log: identities, metrics, a per-class table, the
-confusion matrix, each rule with a mark, and the verdict on the last line."""
+confusion matrix, the champion-vs-challenger comparison and the training sample when the
+evaluation had them, each rule with a mark (a leakage rule with the near-duplicates it
+found), and the verdict on the last line."""
 
 from __future__ import annotations
 
+import textwrap
 from typing import Any
 
+from gate.report.evidence import (
+    MAX_LEAK_EXAMPLES,
+    Comparison,
+    MetricRow,
+    TrainingSample,
+    comparison,
+    leak_line,
+    leakage,
+    leakage_more,
+    leakage_summary,
+    signed,
+    training_sample,
+)
 from gate.verdict import Decision, RuleResult, Severity, Status, Verdict
 
 _MARKS = {
@@ -13,6 +29,7 @@ _MARKS = {
     Status.INCONCLUSIVE: "? INCONCLUSIVE",
     Status.ERROR: "! ERROR",
 }
+_WRAP = 100  # long explanations are wrapped to this width
 _HEADLINE = (
     "accuracy",
     "balanced_accuracy",
@@ -27,6 +44,10 @@ _HEADLINE = (
 
 def _num(v: Any, digits: int = 3) -> str:
     return "n/a" if v is None else f"{v:.{digits}f}"
+
+
+def _count(n: int | None) -> str:
+    return "?" if n is None else str(n)
 
 
 def _short(sha: str | None) -> str:
@@ -50,6 +71,76 @@ def _table(rows: list[list[str]], right_from: int = 1) -> list[str]:
     ]
 
 
+def _flag(failed: Severity | None) -> str:
+    if failed is None:
+        return ""
+    return "✗" if failed is Severity.BLOCK else "! warn"
+
+
+def _rows(head: list[str], rows: list[MetricRow], change: list[str]) -> list[str]:
+    table = [head]
+    for row, diff in zip(rows, change, strict=True):
+        table.append([row.label, _num(row.before), _num(row.after), diff, _flag(row.failed)])
+    return _table(table)
+
+
+def _comparison(c: Comparison) -> list[str]:
+    out = ["", "Champion vs challenger"]
+    size = f", {c.size} bytes" if c.size is not None else ""
+    out.append(f"  champion  {c.path or '<bytes>'}  (sha256 {_short(c.sha256)}{size})")
+    out.append("")
+    out += _rows(["metric", "champion", "challenger", "difference", ""], c.rows, [signed(r.change) for r in c.rows])
+    if c.classes:
+        out.append("")
+        table = [["class", f"champion {c.class_metric}", f"challenger {c.class_metric}", "change", ""]]
+        table += [[k.name, _num(k.before), _num(k.after), signed(k.change), _flag(k.failed)] for k in c.classes]
+        out += _table(table)
+    if c.interval:
+        out += ["", f"  challenger minus champion: {c.interval}"]
+        if c.interval_reading:
+            out.append(f"  {c.interval_reading}")
+    p = c.paired
+    if p is not None:
+        out += ["", "  McNemar (paired right/wrong on the same samples)"]
+        out += [
+            "  " + line
+            for line in _table(
+                [
+                    ["", "challenger right", "challenger wrong"],
+                    ["champion right", _count(p.both_right), str(p.challenger_worse)],
+                    ["champion wrong", str(p.challenger_better), _count(p.both_wrong)],
+                ]
+            )
+        ]
+    if c.mcnemar_reading:
+        out += textwrap.wrap(
+            c.mcnemar_reading, _WRAP, initial_indent="  ", subsequent_indent="  ", break_on_hyphens=False
+        )
+    return out
+
+
+def _training(t: TrainingSample) -> list[str]:
+    what = f"{t.name}: " if t.name else ""
+    samples = f"{t.samples} samples, " if t.samples is not None else ""
+    out = ["", "Training sample", f"  {what}{samples}sha256 {_short(t.sha256)}", ""]
+    gaps = [signed(t.gap(r)) for r in t.rows]
+    return out + _rows(["metric", "training sample", "held-out", "gap", ""], t.rows, gaps)
+
+
+def _leaks(r: RuleResult, indent: int) -> list[str]:
+    found = leakage(r)
+    if found is None or (not found.examples and not found.matches):
+        return []
+    pad = " " * indent
+    shown = found.examples[:MAX_LEAK_EXAMPLES]
+    out = [f"{pad}{leakage_summary(found, len(shown))}"]
+    out += [f"{pad}  {leak_line(e)}" for e in shown]
+    more = leakage_more(found, len(shown))
+    if more:
+        out.append(f"{pad}  {more}")
+    return out
+
+
 def render_text(verdict: Verdict) -> str:
     v = verdict
     out: list[str] = []
@@ -69,7 +160,8 @@ def render_text(verdict: Verdict) -> str:
     m = v.metrics
     if m:
         out += ["", "Metrics"]
-        out += _table([[k, _num(m.get(k))] for k in _HEADLINE], right_from=1)
+        keys = [*_HEADLINE, "ece"] if m.get("ece") is not None else list(_HEADLINE)
+        out += _table([[k, _num(m.get(k))] for k in keys], right_from=1)
         classes = list(m["per_class"])
         out += ["", "Per class"]
         rows = [["class", "support", "predicted", "precision", "recall", "f1"]]
@@ -92,12 +184,20 @@ def render_text(verdict: Verdict) -> str:
         ]
         out += _table(rows)
 
+    compared = comparison(v)
+    if compared is not None:
+        out += _comparison(compared)
+    train = training_sample(v)
+    if train is not None:
+        out += _training(train)
+
     if v.rules:
         out += ["", "Rules"]
         width = max(len(r.id) for r in v.rules)
         marks = max(len(_mark(r)) for r in v.rules)
         for r in v.rules:
             out.append(f"  {_mark(r).ljust(marks)}  {r.id.ljust(width)}  {r.message}")
+            out += _leaks(r, 2 + marks + 2 + width + 2)
 
     if v.error:
         out += ["", f"error: {v.error['type']}: {v.error['message']}"]
