@@ -287,7 +287,7 @@ def _run_baseline(
     verdict: Verdict, baseline: bytes | PathLike, name: str | None, ds: Dataset, run: _Run, req: _Request
 ) -> BaselineRun:
     """Run the champion on the same samples and record the paired comparison."""
-    data, source = _read_model(baseline, "baseline model")
+    data, _source = _read_model(baseline, "baseline model")
     label = name if name is not None else None if isinstance(baseline, bytes) else str(baseline)
     shown = label or f"sha256 {hashlib.sha256(data).hexdigest()[:12]}"
     try:

@@ -75,15 +75,18 @@ def test_recall_nine_of_ten_passes_a_point_floor_and_fails_a_confident_one(
     assert code == 1 and v["verdict"] == "FAIL"
     rule = _rule(v, "floors")
     assert rule["status"] == "fail" and rule["threshold"]["confidence"] == 0.95
-    assert rule["message"] == (
-        "rabbit: recall 0.900 (9/10), 95% interval [0.596, 0.982]: lower bound 0.596 < 0.800"
-    )
+    assert rule["message"] == ("rabbit: recall 0.900 (9/10), 95% interval [0.596, 0.982]: lower bound 0.596 < 0.800")
     # with 30 times the evidence the same rate clears the same floor
     labels = [0] * 40 + [1] * 40 + [2] * 300
     predicted = [0] * 40 + [1] * 40 + [2] * 270 + [0] * 30
     code, v = _eval(
-        capsys, "--model", _model(tmp_path, predicted, "big"), "--dataset", _set(tmp_path, labels, "big"),
-        "--policy", sure,
+        capsys,
+        "--model",
+        _model(tmp_path, predicted, "big"),
+        "--dataset",
+        _set(tmp_path, labels, "big"),
+        "--policy",
+        sure,
     )
     assert code == 0, _rule(v, "floors")["message"]
 
@@ -181,7 +184,7 @@ def _champion_set(tmp: Path) -> tuple[Path, list[int], list[int]]:
 def test_a_challenger_worse_on_one_class_fails_and_an_equal_one_passes(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    data, labels, champion = _champion_set(tmp_path)
+    data, _labels, champion = _champion_set(tmp_path)
     old = _model(tmp_path, champion, "champion")
     worse = list(champion)
     for i in range(410, 450):  # 40 more rabbits missed: rabbit recall 0.95 -> 0.75
@@ -190,8 +193,15 @@ def test_a_challenger_worse_on_one_class_fails_and_an_equal_one_passes(
         tmp_path, "  - {id: no-regression, type: baseline, metric: recall, per_class: true, max_drop: 0.05}"
     )
     code, v = _eval(
-        capsys, "--model", _model(tmp_path, worse, "challenger"), "--dataset", data, "--policy", policy,
-        "--baseline", old,
+        capsys,
+        "--model",
+        _model(tmp_path, worse, "challenger"),
+        "--dataset",
+        data,
+        "--policy",
+        policy,
+        "--baseline",
+        old,
     )
     assert code == 1
     rule = _rule(v, "no-regression")
@@ -236,7 +246,11 @@ def test_mcnemar_does_not_fail_a_challenger_whose_difference_is_noise(
     rule = _rule(v, "acc")
     assert rule["status"] == "pass"
     assert "not significantly worse" in rule["message"] and "McNemar p=0.453" in rule["message"]
-    assert rule["details"]["mcnemar"] == {"challenger_worse": 5, "challenger_better": 2, "p_value": pytest.approx(0.453125)}
+    assert rule["details"]["mcnemar"] == {
+        "challenger_worse": 5,
+        "challenger_better": 2,
+        "p_value": pytest.approx(0.453125),
+    }
     assert _rule(v, "acc-strict")["status"] == "fail"  # the plain drop is broken; only the test forgives it
 
     # the same drop rule with 60 newly wrong samples: significantly worse, FAIL
@@ -251,7 +265,7 @@ def test_mcnemar_does_not_fail_a_challenger_whose_difference_is_noise(
 
 
 def test_a_baseline_rule_without_a_champion_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    data, labels, champion = _champion_set(tmp_path)
+    data, _labels, champion = _champion_set(tmp_path)
     policy = _policy(tmp_path, "  - {id: acc, type: baseline, metric: accuracy, max_drop: 0.01}")
     code, v = _eval(capsys, "--model", _model(tmp_path, champion, "m"), "--dataset", data, "--policy", policy)
     assert code == 2 and v["error"]["type"] == "RequestError"
@@ -260,13 +274,20 @@ def test_a_baseline_rule_without_a_champion_is_an_error(tmp_path: Path, capsys: 
 
 
 def test_a_broken_champion_is_an_error_naming_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    data, labels, champion = _champion_set(tmp_path)
+    data, _labels, champion = _champion_set(tmp_path)
     broken = tmp_path / "champion.onnx"
     broken.write_bytes(b"not onnx")
     policy = _policy(tmp_path, "  - {id: acc, type: metric, metric: accuracy, min: 0.5}")
     code, v = _eval(
-        capsys, "--model", _model(tmp_path, champion, "m"), "--dataset", data, "--policy", policy,
-        "--baseline", broken,
+        capsys,
+        "--model",
+        _model(tmp_path, champion, "m"),
+        "--dataset",
+        data,
+        "--policy",
+        policy,
+        "--baseline",
+        broken,
     )
     assert code == 2 and v["error"]["type"] == "ModelError"
     assert v["error"]["message"].startswith(f"baseline model {broken}: ")
@@ -285,7 +306,7 @@ def test_a_broken_champion_is_an_error_naming_it(tmp_path: Path, capsys: pytest.
 def test_bad_baseline_rules_are_policy_errors(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], rule: str, problem: str
 ) -> None:
-    data, labels, champion = _champion_set(tmp_path)
+    data, _labels, champion = _champion_set(tmp_path)
     model = _model(tmp_path, champion, "m")
     policy = _policy(tmp_path, f"  - {{id: b, type: baseline, {rule}}}")
     code, v = _eval(capsys, "--model", model, "--dataset", data, "--policy", policy, "--baseline", model)
