@@ -689,8 +689,14 @@ class LeakageRule(Rule):
         leak = context.leakage
         if leak is None:
             return self.result(Status.ERROR, "no training fingerprints to compare with", threshold=threshold)
-        report = find_leaks(leak.heldout_hashes, leak.fingerprints, self.max_hamming)
-        n, total = report.count, len(leak.heldout_hashes)
+        report = find_leaks(
+            leak.heldout_hashes,
+            leak.fingerprints,
+            self.max_hamming,
+            held_out_ids=leak.sample_ids,
+            max_examples=LEAKAGE_EXAMPLES,
+        )
+        n, total = report.leaked, report.held_out_count
         rate = n / total if total else 0.0
         if isinstance(self.max_overlap, float):
             bad = rate > self.max_overlap
@@ -699,8 +705,8 @@ class LeakageRule(Rule):
             bad = n > self.max_overlap
             limit = f"{self.max_overlap} allowed"
         examples = [
-            {"sample": leak.sample_ids[e.heldout_index], "train": e.train_path, "distance": e.distance}
-            for e in report.examples[:LEAKAGE_EXAMPLES]
+            {"sample": leak.sample_ids[e.held_out_index], "train": e.train_path, "distance": e.distance}
+            for e in report.examples
         ]
         shown = ", ".join(f"{e['sample']} ≈ {e['train']} (distance {e['distance']})" for e in examples[:3])
         head = (
