@@ -80,6 +80,12 @@ def _client_options(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="largest gRPC message; match the server's max_message_bytes (default: 8 MiB)",
     )
+    g.add_argument(
+        "--load-balancing",
+        choices=["pick_first", "round_robin"],
+        help="with a --server that names several replicas (dns:///NAME:PORT): round_robin spreads the calls"
+        " over all of them (default: pick_first)",
+    )
 
 
 def _token(args: argparse.Namespace) -> str | None:
@@ -109,6 +115,7 @@ def _client(args: argparse.Namespace, server: str, timeout: float) -> GateClient
         tls_server_name=args.tls_server_name,
         token=_token(args),
         max_message_bytes=args.max_message_bytes or DEFAULT_MAX_MESSAGE_BYTES,
+        load_balancing=args.load_balancing,
     )
 
 
@@ -145,6 +152,17 @@ def _parser() -> argparse.ArgumentParser:
         help="tensor and result caches (default: $GATE_CACHE_DIR, else $XDG_CACHE_HOME/gate or ~/.cache/gate)",
     )
     ev.add_argument("--no-cache", action="store_true", help="decode and infer from scratch; write no cache")
+    ev.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        default="local",
+        help="local: in this process (default); ray: sharded over a Ray cluster (needs gate[ray])",
+    )
+    ev.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        help="with --engine ray: the cluster (auto, HOST:PORT, ray://HOST:10001); default: start a local one",
+    )
     _evidence_options(ev)
     ev.add_argument(
         "--signing-key",
@@ -343,6 +361,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             progress=progress,
             baseline=args.baseline,
             fingerprint=args.fingerprint,
+            engine=args.engine,
+            ray_address=args.ray_address,
         )
     finally:
         progress.end()
@@ -580,12 +600,17 @@ def _cmd_history(args: argparse.Namespace) -> int:
             ]
         else:
             from gate.config import load_config
-            from gate.store import AuditStore
+            from gate.store import open_store, sqlite_path
 
-            db = args.data_dir / "audit.sqlite3" if args.data_dir is not None else load_config(args.config).audit_db
-            if not db.is_file():
+            # the configuration's store: its SQLite file, or the PostgreSQL database replicas share
+            if args.data_dir is not None:
+                target = str(args.data_dir / "audit.sqlite3")
+            else:
+                target = load_config(args.config).store_target
+            db = sqlite_path(target)
+            if db is not None and not db.is_file():
                 raise RequestError(f"no audit database at {db}")
-            with AuditStore(db) as store:
+            with open_store(target) as store:
                 found_records = store.list(
                     model_sha256=args.model or None,
                     dataset=args.dataset or None,

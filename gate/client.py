@@ -27,6 +27,8 @@ from gate.errors import GateError, RequestError
 from gate.server.convert import labels_to_pb
 
 CHUNK_BYTES = 1 << 20
+#: Client-side load balancing policies: one server at a time, or each call to the next.
+LOAD_BALANCING = ("pick_first", "round_robin")
 PROVIDERS = {"auto": pb.PROVIDER_AUTO, "cuda": pb.PROVIDER_CUDA, "cpu": pb.PROVIDER_CPU, None: pb.PROVIDER_UNSPECIFIED}
 
 
@@ -101,6 +103,11 @@ class GateClient:
     from the target's host. ``token`` is sent as ``authorization: Bearer <token>`` with
     every call; without TLS it crosses the network in clear text. ``max_message_bytes``
     should match the server's setting.
+
+    ``target`` may name several servers: ``dns:///gate-headless.gate.svc:50051`` (every
+    address the name resolves to, re-resolved as replicas come and go) or
+    ``ipv4:10.0.0.5:50051,10.0.0.6:50051``. ``load_balancing="round_robin"`` spreads calls
+    over all of them; the default, ``pick_first``, sends every call to one.
     """
 
     def __init__(
@@ -115,6 +122,7 @@ class GateClient:
         tls_server_name: str | None = None,
         token: str | None = None,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        load_balancing: str | None = None,
     ) -> None:
         self.target = target
         self.timeout = timeout
@@ -127,6 +135,13 @@ class GateClient:
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.max_receive_message_length", REPLY_SIZE_FACTOR * max_message_bytes),
         ]
+        if load_balancing is not None:
+            if load_balancing not in LOAD_BALANCING:
+                raise RequestError(
+                    f"load_balancing={load_balancing!r} is not valid; it should be one of {', '.join(LOAD_BALANCING)}"
+                )
+            config: dict[str, Any] = {"loadBalancingConfig": [{load_balancing: {}}]}
+            options.append(("grpc.service_config", json.dumps(config)))
         if tls or tls_ca is not None or tls_cert is not None or tls_key is not None:
             if tls_server_name:
                 options.append(("grpc.ssl_target_name_override", tls_server_name))

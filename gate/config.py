@@ -4,6 +4,9 @@ overridden by command-line flags.
 ```yaml
 listen: 127.0.0.1:50051
 data_dir: ./gate-data           # model store, caches, audit database
+store: postgresql://gate:PASSWORD@db:5432/gate  # the audit log (default: <data_dir>/audit.sqlite3)
+replica_id: gate-0              # this server among replicas sharing the store (default: the host name)
+models_dir: /srv/gate-models    # the model store (default: <data_dir>/models); replicas share one
 datasets: [datasets/pets.yaml]  # dataset spec files, or directories of them
 policies: policies/             # directories (or files) of policies, addressed by `name`
 max_model_bytes: 2147483648
@@ -15,12 +18,16 @@ default_provider: auto          # auto | cuda | cpu
 metrics_listen: 0.0.0.0:9464     # Prometheus /metrics over HTTP (default: off)
 log_format: json                # text | json (one object a line, with the evaluation id)
 default_batch_size: null         # null: chosen per model (about 24 MiB of input)
+engine: local                   # local | ray: shard evaluations over a Ray cluster (needs gate[ray])
+ray_address: null               # engine ray: the cluster (auto, ray://HOST:10001, ...); null: a local one
 max_message_bytes: 8388608      # largest gRPC request (uploads travel in 1 MiB chunks)
 tls_cert: certs/server.pem      # PEM chain the server presents; with tls_key: TLS (default: off)
 tls_key: certs/server.key
 tls_client_ca: certs/ca.pem     # set: client certificates signed by this CA are required (mutual TLS)
 tokens:                         # bearer tokens, by SHA-256 only (default: none, authentication off)
   - {name: ci-pipeline, sha256: <64 hex digits from `gate token new`>, roles: [submit]}
+signing_key: keys/gate.pem      # Ed25519 key (PEM PKCS #8) that signs every verdict; must exist
+                                # (default: <data_dir>/signing/ed25519.pem, generated on first start)
 ```
 
 Relative paths in a file are relative to that file; in the environment (e.g.
@@ -33,6 +40,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import sys
 from pathlib import Path
 from typing import Any, Literal
@@ -43,6 +51,7 @@ from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSetti
 
 from gate.errors import RequestError
 from gate.inference import Provider
+from gate.store import check_replica_id, parse_target, sqlite_path
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
 DEFAULT_MAX_MESSAGE_BYTES = 8 << 20  # upload chunks are 1 MiB; inline policies at most 1 MiB
@@ -86,6 +95,10 @@ class ServerConfig(BaseSettings):
 
     listen: str = "127.0.0.1:50051"
     data_dir: Path = Path("gate-data")
+    # the audit log: a file path, sqlite:///PATH or postgresql://...; None: <data_dir>/audit.sqlite3
+    store: str | None = None
+    replica_id: str | None = None  # recorded with each evaluation; None: the host name
+    models_dir: Path | None = None  # the content-addressed model store; None: <data_dir>/models
     datasets: list[Path] = Field(default_factory=list)
     policies: list[Path] = Field(default_factory=list)
     max_model_bytes: int = Field(default=2 << 30, ge=1)
@@ -97,12 +110,16 @@ class ServerConfig(BaseSettings):
     metrics_listen: str | None = None  # HOST:PORT of the Prometheus /metrics endpoint; None: off
     log_format: Literal["text", "json"] = "text"
     default_batch_size: int | None = Field(default=None, ge=1)  # None: chosen per model
+    engine: Literal["local", "ray"] = "local"  # ray: sharded over a Ray cluster (gate.engines.ray_engine)
+    ray_address: str | None = None  # engine ray: the cluster to connect to; None: start a local one
     # an upload chunk (1 MiB) and its framing must fit
     max_message_bytes: int = Field(default=DEFAULT_MAX_MESSAGE_BYTES, ge=2 << 20)
     tls_cert: Path | None = None  # PEM certificate chain; with tls_key the server speaks only TLS
     tls_key: Path | None = None
     tls_client_ca: Path | None = None  # PEM CA bundle; set: clients must present a certificate it signed
     tokens: list[TokenEntry] = Field(default_factory=list)  # empty: no authentication (loopback/demo only)
+    # the Ed25519 key that signs verdicts (gate.attest); None: signing_key_file, generated on first start
+    signing_key: Path | None = None
 
     @field_validator("datasets", "policies", mode="before")
     @classmethod
@@ -118,6 +135,19 @@ class ServerConfig(BaseSettings):
         if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
             raise ValueError(f"listen={value!r} is not valid; it should be HOST:PORT (port 0 picks a free one)")
         return value
+
+    @field_validator("store")
+    @classmethod
+    def _store_target(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        parse_target(value)  # ValueError, without the password, for what is not a store
+        return value.strip()
+
+    @field_validator("replica_id")
+    @classmethod
+    def _replica(cls, value: str | None) -> str | None:
+        return None if value is None or not value.strip() else check_replica_id(value.strip())
 
     @model_validator(mode="after")
     def _consistent_security(self) -> ServerConfig:
@@ -151,14 +181,33 @@ class ServerConfig(BaseSettings):
 
     @property
     def model_dir(self) -> Path:
-        return self.data_dir / "models"
+        return self.models_dir if self.models_dir is not None else self.data_dir / "models"
+
+    @property
+    def store_target(self) -> str:
+        """Where the audit log is, for :func:`gate.store.open_store`."""
+        return self.store if self.store is not None else str(self.audit_db)
+
+    @property
+    def replica(self) -> str:
+        """This server's replica id: ``replica_id``, else the host name."""
+        if self.replica_id is not None:
+            return self.replica_id
+        # on Kubernetes, the pod's name; characters a replica id may not hold become '-'
+        host = re.sub(r"[^A-Za-z0-9._:@-]", "-", socket.gethostname()).lstrip("._:@-")[:128]
+        return host or "gate"
 
     @property
     def cache_dir(self) -> Path:
         return self.data_dir / "cache"
 
+    @property
+    def signing_key_file(self) -> Path:
+        """The key that signs verdicts: ``signing_key``, else one kept in the data directory."""
+        return self.signing_key if self.signing_key is not None else self.data_dir / "signing" / "ed25519.pem"
 
-_PATH_KEYS = ("data_dir", "datasets", "policies", "tls_cert", "tls_key", "tls_client_ca")
+
+_PATH_KEYS = ("data_dir", "datasets", "policies", "tls_cert", "tls_key", "tls_client_ca", "signing_key", "models_dir")
 
 
 def _resolve_paths(values: dict[str, Any], base: Path) -> dict[str, Any]:
@@ -170,7 +219,19 @@ def _resolve_paths(values: dict[str, Any], base: Path) -> dict[str, Any]:
         items = raw if isinstance(raw, list) else [raw]
         resolved = [str(base / p) if not os.path.isabs(str(p)) else str(p) for p in items]
         out[key] = resolved if isinstance(raw, list) else resolved[0]
+    if isinstance(out.get("store"), str):
+        out["store"] = _resolve_store(out["store"], base)
     return out
+
+
+def _resolve_store(store: str, base: Path) -> str:
+    """A plain relative file path is relative to the file, like the other paths; URLs
+    (``sqlite:///ABSOLUTE``, ``postgresql://``) are left as they are."""
+    try:
+        plain = store.strip() != "" and sqlite_path(store) == Path(store)
+    except ValueError:
+        return store  # not a store at all: validation says so
+    return str(base / store) if plain and not Path(store).is_absolute() else store
 
 
 def _build(values: dict[str, Any], source: str) -> ServerConfig:

@@ -1,14 +1,18 @@
 """What the server owns: the content-addressed model store, and the registered held-out
 datasets and policies (addressed by name).
 
-Model files live at ``<data_dir>/models/<sha256>.onnx``. An upload is written to a
-temporary file in the same directory, its size and SHA-256 are verified, and only then is
-it renamed into place: a partial or mismatched upload never becomes a visible model, and
-two uploads of the same bytes end in the same file.
+Model files live at ``<data_dir>/models/<sha256>.onnx`` (or ``models_dir``). An upload is
+written to a temporary file of its own (a unique name, created exclusively) in the same
+directory, its size and SHA-256 are verified, and only then is it renamed into place with
+one atomic ``rename``: a partial or mismatched upload never becomes a visible model, and
+two uploads of the same bytes — from two threads, or from two servers sharing the
+directory — each rename a complete file of the same content onto the same name, so a
+reader sees the old file or the new one, never a mix, and neither upload fails.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -16,6 +20,7 @@ import queue
 import re
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +32,11 @@ from gate.policy import Policy, load_policy
 log = logging.getLogger(__name__)
 
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+
+#: Temporary upload files older than this (seconds since their last write) were left by a
+#: server that died mid-upload; younger ones may belong to a live upload, perhaps another
+#: server's in a shared model store, and are left alone.
+STALE_UPLOAD_S = 6 * 3600
 
 
 @dataclass(frozen=True)
@@ -44,8 +54,20 @@ class ModelStore:
         self.root = root
         self.max_bytes = max_bytes
         root.mkdir(parents=True, exist_ok=True)
-        for stale in root.glob(".upload-*"):  # left by a server that died mid-upload
-            stale.unlink(missing_ok=True)
+        self.remove_stale_uploads()
+
+    def remove_stale_uploads(self, max_age_s: float = STALE_UPLOAD_S) -> list[Path]:
+        """Remove temporary upload files untouched for ``max_age_s``; return them."""
+        removed = []
+        cutoff = time.time() - max_age_s
+        for stale in self.root.glob(".upload-*"):
+            try:
+                if stale.stat().st_mtime < cutoff:
+                    stale.unlink()
+                    removed.append(stale)
+            except FileNotFoundError:
+                pass  # finished (renamed) or removed by someone else meanwhile
+        return removed
 
     def path(self, sha256: str) -> Path:
         if not SHA256_RE.match(sha256):
@@ -132,7 +154,11 @@ class ModelStore:
             tmp.unlink(missing_ok=True)
 
     def total_bytes(self) -> int:
-        return sum(p.stat().st_size for p in self.root.glob("*.onnx"))
+        total = 0
+        for p in self.root.glob("*.onnx"):
+            with contextlib.suppress(FileNotFoundError):  # removed (damaged) since the listing
+                total += p.stat().st_size
+        return total
 
 
 def _spec_files(paths: Iterable[Path], suffixes: tuple[str, ...]) -> Iterator[Path]:

@@ -17,6 +17,7 @@ from gate.config import load_config
 from gate.inference import cuda_runs
 from gate.server import GateServer, create_server
 from tests.models import predictions_for
+from tests.pg import postgres_database, postgres_server  # noqa: F401  (fixtures: a private PostgreSQL server)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -117,3 +117,46 @@ def test_gate_serve_refuses_a_broken_configuration(tmp_path: Path) -> None:
     assert run.returncode == 2
     assert "the server's datasets and policies did not load" in run.stderr
     assert "the rule list is empty" in run.stderr
+
+
+def test_store_replica_and_models_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("GATE_STORE", "GATE_REPLICA_ID", "GATE_MODELS_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    f = tmp_path / "gate.yaml"
+    f.write_text("data_dir: data\n")
+    c = load_config(f)
+    assert c.store is None and c.store_target == str(tmp_path / "data" / "audit.sqlite3")
+    assert c.model_dir == tmp_path / "data" / "models"
+    assert c.replica_id is None and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._:@-]*", c.replica)
+
+    f.write_text("data_dir: data\nstore: audit/gate.db\nmodels_dir: shared\nreplica_id: gate-0\n")
+    c = load_config(f)
+    assert c.store_target == str(tmp_path / "audit" / "gate.db")  # relative to the file, like other paths
+    assert (c.model_dir, c.replica) == (tmp_path / "shared", "gate-0")
+    for store in ("sqlite:///srv/gate/audit.db", "postgresql://gate:pw@db:5432/gate", " "):
+        f.write_text(f"store: '{store}'\n")
+        assert load_config(f).store == (store if store.strip() else None)
+
+    # on Kubernetes the URL comes from a Secret through the environment, the id from the pod's name
+    monkeypatch.setenv("GATE_STORE", "postgresql://gate:from-a-secret@db:5432/gate")
+    monkeypatch.setenv("GATE_REPLICA_ID", "gate-7d9f-x2")
+    monkeypatch.setenv("GATE_MODELS_DIR", "/var/lib/gate-models")
+    c = load_config(f)
+    assert c.store_target == "postgresql://gate:from-a-secret@db:5432/gate"
+    assert (c.replica, c.model_dir) == ("gate-7d9f-x2", Path("/var/lib/gate-models"))
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("store: mysql://root:hunter2@db/gate\n", "unknown scheme 'mysql'"),
+        ("store: 'sqlite://'\n", "names no file"),
+        ("replica_id: two words\n", "replica id 'two words' is not valid"),
+    ],
+)
+def test_invalid_store_settings_are_refused_without_the_password(tmp_path: Path, text: str, problem: str) -> None:
+    f = tmp_path / "gate.yaml"
+    f.write_text(text)
+    with pytest.raises(ConfigError) as exc:
+        load_config(f)
+    assert problem in exc.value.message and "hunter2" not in exc.value.message

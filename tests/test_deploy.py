@@ -615,3 +615,370 @@ def test_gitlab_pipeline_gates_then_deploys() -> None:
     assert stages_order.index(deploy["stage"]) > stages_order.index("gate")
     needed = {n if isinstance(n, str) else n["job"] for n in deploy.get("needs", ["gate"])}
     assert "gate" in needed
+
+
+# ---------------------------------------------------------------- Kubernetes: replicas
+
+REPLICAS = DEPLOY / "kubernetes-replicas"
+ADAPTER_VALUES = "prometheus-adapter-values.yaml"  # Helm values, not a manifest
+_CLUSTER_SCOPED = {"Namespace"}
+
+
+def _pointer(path: str) -> list[str]:
+    assert path.startswith("/"), path
+    return [p.replace("~1", "/").replace("~0", "~") for p in path[1:].split("/")]
+
+
+def _json_patch(doc: dict[str, Any], ops: list[dict[str, Any]]) -> None:
+    """RFC 6902 add, replace, remove and test: the operations the overlay uses."""
+    for op in ops:
+        *parents, last = _pointer(op["path"])
+        node: Any = doc
+        for key in parents:
+            node = node[int(key)] if isinstance(node, list) else node[key]
+        kind = op["op"]
+        if isinstance(node, list):
+            index = len(node) if last == "-" else int(last)
+            if kind == "add":
+                node.insert(index, op["value"])
+            elif kind == "replace":
+                node[index] = op["value"]
+            elif kind == "remove":
+                del node[index]
+            elif kind == "test":
+                assert node[index] == op["value"], op
+            else:
+                raise AssertionError(f"unsupported operation {op}")
+        elif kind in ("add", "replace"):
+            assert kind == "add" or last in node, f"replace of a missing {op['path']}"
+            node[last] = op["value"]
+        elif kind == "remove":
+            del node[last]
+        elif kind == "test":
+            assert node[last] == op["value"], op
+        else:
+            raise AssertionError(f"unsupported operation {op}")
+
+
+def _matches(doc: dict[str, Any], target: dict[str, Any]) -> bool:
+    group = doc["apiVersion"].rpartition("/")[0]
+    return (
+        doc["kind"] == target["kind"]
+        and doc["metadata"]["name"] == target["name"]
+        and target.get("group", group) == group
+    )
+
+
+def render(directory: Path) -> dict[tuple[str, str], dict[str, Any]]:
+    """What ``kubectl kustomize`` makes of the kustomizations here: their resources
+    (directories recursively), JSON 6902 patches, ``$patch: delete`` and the namespace."""
+    kustomization = _load(directory / "kustomization.yaml")
+    docs: dict[tuple[str, str], dict[str, Any]] = {}
+    for resource in kustomization["resources"]:
+        path = (directory / resource).resolve()
+        found = (
+            list(render(path).values())
+            if path.is_dir()
+            else [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d]
+        )
+        for doc in found:
+            key = (doc["kind"], doc["metadata"]["name"])
+            assert key not in docs, f"{key} is defined twice"
+            docs[key] = doc
+    for patch in kustomization.get("patches", []):
+        body = yaml.safe_load(patch["patch"]) if "patch" in patch else _load(directory / patch["path"])
+        if isinstance(body, list):
+            (key,) = [k for k, d in docs.items() if _matches(d, patch["target"])]
+            _json_patch(docs[key], body)
+        else:
+            assert body.pop("$patch") == "delete", "only deleting patches are used"
+            del docs[(body["kind"], body["metadata"]["name"])]
+    if "namespace" in kustomization:
+        for (kind, _), doc in docs.items():
+            if kind not in _CLUSTER_SCOPED:
+                doc["metadata"]["namespace"] = kustomization["namespace"]
+    return docs
+
+
+@pytest.fixture(scope="module")
+def replicated() -> dict[tuple[str, str], dict[str, Any]]:
+    return render(REPLICAS)
+
+
+@pytest.fixture(scope="module")
+def replicated_pod(replicated: dict[tuple[str, str], dict[str, Any]]) -> dict[str, Any]:
+    spec: dict[str, Any] = replicated[("Deployment", "gate")]["spec"]["template"]["spec"]
+    return spec
+
+
+@pytest.fixture(scope="module")
+def replicated_container(replicated_pod: dict[str, Any]) -> dict[str, Any]:
+    (gate,) = [c for c in replicated_pod["containers"] if c["name"] == "gate"]
+    return gate
+
+
+def _container_env(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+def test_the_renderer_renders_the_base_as_it_is(manifests: dict[tuple[str, str], dict[str, Any]]) -> None:
+    assert render(K8S) == manifests
+
+
+def test_replicas_overlay_lists_every_manifest() -> None:
+    kustomization = _load(REPLICAS / "kustomization.yaml")
+    assert kustomization["namespace"] == "gate"
+    resources = kustomization["resources"]
+    assert resources[0] == "../kubernetes" and len(resources) == len(set(resources))
+    on_disk = {p.name for p in REPLICAS.glob("*.yaml")} - {"kustomization.yaml", ADAPTER_VALUES}
+    assert set(resources[1:]) == on_disk
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+def test_kustomize_renders_the_replicas_as_the_tests_read_them(
+    replicated: dict[tuple[str, str], dict[str, Any]],
+) -> None:
+    out = subprocess.run(
+        ["kubectl", "kustomize", str(REPLICAS)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    rendered = {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(out.stdout) if d}
+    assert rendered == replicated
+
+
+def test_replicas_deployment_runs_several_pods_rolled_one_by_one(
+    replicated: dict[tuple[str, str], dict[str, Any]],
+) -> None:
+    spec = replicated[("Deployment", "gate")]["spec"]
+    assert spec["replicas"] >= 2
+    assert spec["strategy"]["type"] == "RollingUpdate"
+    assert spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    labels = spec["template"]["metadata"]["labels"]
+    assert spec["selector"]["matchLabels"].items() <= labels.items()
+    (spread,) = spec["template"]["spec"]["topologySpreadConstraints"]
+    assert spread["labelSelector"]["matchLabels"] == spec["selector"]["matchLabels"]
+
+
+def test_replicas_share_only_what_many_pods_may_mount(
+    replicated: dict[tuple[str, str], dict[str, Any]],
+    replicated_pod: dict[str, Any],
+    replicated_container: dict[str, Any],
+) -> None:
+    mounts = _mounts(replicated_pod, replicated_container)
+    claims = {name for kind, name in replicated if kind == "PersistentVolumeClaim"}
+    assert "gate-data" not in claims  # the single-pod claim is gone
+    for path, (_, volume) in mounts.items():
+        if "persistentVolumeClaim" in volume:
+            claim = volume["persistentVolumeClaim"]["claimName"]
+            assert claim in claims, f"{path}: claim {claim} is not in the manifests"
+            modes = replicated[("PersistentVolumeClaim", claim)]["spec"]["accessModes"]
+            assert "ReadWriteOnce" not in modes and "ReadWriteMany" in modes, f"{claim}: {modes}"
+        for kind, key in (("ConfigMap", "configMap"), ("Secret", "secret")):
+            if key in volume:
+                name = volume[key].get("name") or volume[key].get("secretName")
+                assert (kind, name) in replicated, f"{path}: {kind} {name} is not in the manifests"
+    data = load_config(DEPLOY / "gate.yaml").data_dir
+    assert "emptyDir" in mounts[str(data)][1]  # caches only now: each pod its own
+
+
+def test_replicas_configuration_comes_from_the_environment(
+    replicated: dict[tuple[str, str], dict[str, Any]],
+    replicated_pod: dict[str, Any],
+    replicated_container: dict[str, Any],
+    clean_environment: pytest.MonkeyPatch,
+) -> None:
+    from gate.store import parse_target
+
+    pod_name = "gate-6d5f8b7c9-x2kqz"
+    env = _container_env(replicated_container)
+    assert set(env) == {"GATE_STORE", "GATE_REPLICA_ID", "GATE_MODELS_DIR", "GATE_SIGNING_KEY"}
+    for name, entry in env.items():
+        if "value" in entry:
+            value = entry["value"]
+        elif "secretKeyRef" in entry["valueFrom"]:
+            ref = entry["valueFrom"]["secretKeyRef"]
+            secret = replicated[("Secret", ref["name"])]  # the Secret referenced exists...
+            value = secret["stringData"][ref["key"]]  # ...with that key
+        else:
+            assert entry["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+            value = pod_name
+        clean_environment.setenv(name, value)
+    config = load_config(DEPLOY / "gate.yaml")  # every GATE_* variable is a setting gate knows
+    assert parse_target(config.store_target)[0] == "postgresql"
+    assert config.replica == pod_name  # each pod claims its own name in the audit log
+    mounts = _mounts(replicated_pod, replicated_container)
+    assert mounts[str(config.model_dir)][1]["persistentVolumeClaim"]["claimName"] == "gate-models"
+    signing_dir = str(config.signing_key_file.parent)
+    mount, volume = mounts[signing_dir]
+    assert mount.get("readOnly") is True and volume["secret"]["secretName"] == "gate-signing-key"
+    assert config.signing_key_file.name in replicated[("Secret", "gate-signing-key")]["stringData"]
+
+
+def test_replicas_pod_disruption_budget(replicated: dict[tuple[str, str], dict[str, Any]]) -> None:
+    deployment = replicated[("Deployment", "gate")]["spec"]
+    pdb = replicated[("PodDisruptionBudget", "gate")]
+    assert pdb["apiVersion"] == "policy/v1"
+    assert pdb["spec"]["selector"]["matchLabels"] == deployment["selector"]["matchLabels"]
+    assert deployment["selector"]["matchLabels"].items() <= deployment["template"]["metadata"]["labels"].items()
+    hpa = replicated[("HorizontalPodAutoscaler", "gate")]["spec"]
+    if "maxUnavailable" in pdb["spec"]:
+        assert 1 <= pdb["spec"]["maxUnavailable"] < hpa["minReplicas"]
+    else:
+        assert 1 <= pdb["spec"]["minAvailable"] < hpa["minReplicas"]
+
+
+def _gauges() -> dict[str, str]:
+    """The gauges gate/server/metrics.py defines: name -> help."""
+    source = (ROOT / "gate" / "server" / "metrics.py").read_text(encoding="utf-8")
+    return dict(re.findall(r'Gauge\(\s*"(\w+)",\s*"([^"]*)"', source))
+
+
+def test_replicas_autoscaler_scales_the_deployment_on_the_queue_depth(
+    replicated: dict[tuple[str, str], dict[str, Any]], replicated_container: dict[str, Any]
+) -> None:
+    from gate.server.metrics import ServerMetrics
+
+    hpa = replicated[("HorizontalPodAutoscaler", "gate")]
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    spec = hpa["spec"]
+    deployment = replicated[("Deployment", "gate")]
+    assert spec["scaleTargetRef"] == {
+        "apiVersion": deployment["apiVersion"],
+        "kind": "Deployment",
+        "name": deployment["metadata"]["name"],
+    }
+    assert 2 <= spec["minReplicas"] <= deployment["spec"]["replicas"] < spec["maxReplicas"]
+    (metric,) = spec["metrics"]
+    assert metric["type"] == "Pods" and metric["pods"]["target"]["type"] == "AverageValue"
+    name = metric["pods"]["metric"]["name"]
+    assert name in _gauges() and "waiting" in _gauges()[name]
+    # the gauge really is the admission queue's depth, as a server exports it
+    metrics = ServerMetrics(running=lambda: 1, waiting=lambda: 3, store_bytes=lambda: 0)
+    assert metrics.registry.get_sample_value(name) == 3
+    # prometheus-adapter serves it under that name, per pod, from the series gate exports
+    (rule,) = _load(REPLICAS / ADAPTER_VALUES)["rules"]["custom"]
+    assert rule["seriesQuery"].startswith(f"{name}{{") and rule["name"]["as"] == name
+    assert rule["resources"]["overrides"]["pod"] == {"resource": "pod"}
+    # ...which Prometheus scrapes where the pod says
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    ports = {p["name"]: p["containerPort"] for p in replicated_container["ports"]}
+    assert int(annotations["prometheus.io/port"]) == ports["metrics"]
+
+
+def test_replicas_headless_service_for_client_side_balancing(
+    replicated: dict[tuple[str, str], dict[str, Any]], replicated_container: dict[str, Any]
+) -> None:
+    service = replicated[("Service", "gate-headless")]["spec"]
+    assert service["clusterIP"] == "None"
+    labels = replicated[("Deployment", "gate")]["spec"]["template"]["metadata"]["labels"]
+    assert service["selector"].items() <= labels.items()
+    (port,) = service["ports"]
+    container_ports = {p["name"]: p["containerPort"] for p in replicated_container["ports"]}
+    assert port["port"] == container_ports[port["targetPort"]] == GRPC_PORT
+    assert port["appProtocol"] == "grpc"
+    guide = (DEPLOY / "README.md").read_text(encoding="utf-8")
+    assert f"dns:///gate-headless.gate.svc.cluster.local:{GRPC_PORT}" in guide
+    assert "--load-balancing round_robin" in guide
+
+
+# ---------------------------------------------------------------- KubeRay (gate eval --engine ray)
+
+RAY = DEPLOY / "ray"
+RAY_IMAGE = "ghcr.io/example/gate:0.1.0-ray"
+
+
+@pytest.fixture(scope="module")
+def rayjob() -> dict[str, Any]:
+    return _load(RAY / "rayjob.yaml")
+
+
+def _ray_pods(rayjob: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Pod spec of the head and of each worker group, by name."""
+    cluster = rayjob["spec"]["rayClusterSpec"]
+    pods = {"head": cluster["headGroupSpec"]["template"]["spec"]}
+    for group in cluster["workerGroupSpecs"]:
+        pods[group["groupName"]] = group["template"]["spec"]
+    return pods
+
+
+def test_rayjob_runs_gate_eval_on_the_ray_engine(rayjob: dict[str, Any]) -> None:
+    from gate.cli import _parser
+
+    assert (rayjob["apiVersion"], rayjob["kind"]) == ("ray.io/v1", "RayJob")
+    assert rayjob["metadata"]["namespace"] == "gate"
+    argv = shlex.split(rayjob["spec"]["entrypoint"])
+    assert argv[0] == "gate"
+    args = _parser().parse_args(argv[1:])  # the command as gate's own CLI reads it
+    assert (args.command, args.engine, args.ray_address) == ("eval", "ray", "auto")
+    assert args.format == "json"
+    assert (ROOT / "policies" / Path(args.policy).name).is_file()
+    assert rayjob["spec"]["shutdownAfterJobFinishes"] is True
+    assert rayjob["spec"]["backoffLimit"] == 0  # a verdict is not retried until it passes
+
+
+def test_rayjob_cluster_is_a_cpu_only_head_and_one_gpu_per_worker(rayjob: dict[str, Any]) -> None:
+    cluster = rayjob["spec"]["rayClusterSpec"]
+    assert cluster["authOptions"]["mode"] == "token"
+    assert cluster["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"  # shards run on the workers only
+    head = _ray_pods(rayjob)["head"]
+    assert "nvidia.com/gpu" not in head["containers"][0]["resources"]["limits"]
+    (group,) = cluster["workerGroupSpecs"]
+    assert group["minReplicas"] <= group["replicas"] <= group["maxReplicas"]
+    worker = group["template"]["spec"]
+    (container,) = worker["containers"]
+    for kind in ("requests", "limits"):
+        assert str(container["resources"][kind]["nvidia.com/gpu"]) == "1"
+        assert int(container["resources"][kind]["cpu"]) > 1  # CPUs beside the GPU actor decode
+    assert worker["nodeSelector"] and any(t.get("key") == "nvidia.com/gpu" for t in worker["tolerations"])
+    for name, pod in _ray_pods(rayjob).items():
+        assert [c["image"] for c in pod["containers"]] == [RAY_IMAGE], name
+        assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == GATE_UID
+
+
+def test_rayjob_mounts_the_data_at_the_same_path_everywhere(rayjob: dict[str, Any]) -> None:
+    args = shlex.split(rayjob["spec"]["entrypoint"])
+    model, dataset, policy = (args[args.index(flag) + 1] for flag in ("--model", "--dataset", "--policy"))
+    claims = {}
+    for name, pod in _ray_pods(rayjob).items():
+        mounts = _mounts(pod, pod["containers"][0])
+        data = [(path, volume) for path, (_, volume) in mounts.items() if "persistentVolumeClaim" in volume]
+        ((path, volume),) = data
+        claims[name] = (path, volume["persistentVolumeClaim"]["claimName"])
+        # the workers decode the images themselves, by the absolute paths the driver saw
+        assert dataset.startswith(path + "/"), name
+        assert mounts["/dev/shm"][1]["emptyDir"]["medium"] == "Memory", name  # Ray's object store
+    assert len(set(claims.values())) == 1, claims
+    head = _ray_pods(rayjob)["head"]
+    head_mounts = _mounts(head, head["containers"][0])
+    assert model.startswith(claims["head"][0] + "/")
+    assert head_mounts[str(Path(policy).parent)][1]["configMap"]["name"] == "gate-policies"
+    pvc = _load(RAY / "pvc.yaml")
+    assert pvc["metadata"]["name"] == claims["head"][1]
+    assert pvc["spec"]["accessModes"] == ["ReadOnlyMany"]
+    kustomization = _load(RAY / "kustomization.yaml")
+    assert kustomization["namespace"] == "gate"
+    on_disk = {p.name for p in RAY.glob("*.yaml")} - {"kustomization.yaml"}
+    assert sorted(kustomization["resources"]) == sorted(on_disk)
+
+
+def test_ray_image_is_the_gate_image_plus_the_same_ray(
+    rayjob: dict[str, Any], manifests: dict[tuple[str, str], dict[str, Any]]
+) -> None:
+    instructions = parse_dockerfile((RAY / "Dockerfile").read_text(encoding="utf-8"))
+    args = {i.args.partition("=")[0]: i.args.partition("=")[2] for i in instructions if i.keyword == "ARG"}
+    (base,) = [i.args for i in instructions if i.keyword == "FROM"]
+    assert base == "${GATE_IMAGE}"
+    server = manifests[("Deployment", "gate")]["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert args["GATE_IMAGE"] == server  # the CUDA image of deploy/Dockerfile
+    assert f"{server}-ray" == RAY_IMAGE  # named like the CPU image, <tag>-cpu
+    assert args["RAY_VERSION"] == rayjob["spec"]["rayClusterSpec"]["rayVersion"]
+    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    minimum = re.search(r'"ray\[data\]>=([\d.]+)"', pyproject)
+    assert minimum is not None
+    assert tuple(map(int, args["RAY_VERSION"].split("."))) >= tuple(map(int, minimum.group(1).split(".")))
+    runs = [i.args for i in instructions if i.keyword == "RUN"]
+    assert any("/opt/gate/bin/pip install" in r and "ray[default,data]==${RAY_VERSION}" in r for r in runs)
+    assert [i.args for i in instructions if i.keyword == "USER"][-1].split(":")[0] == str(GATE_UID)
+    assert not [i for i in instructions if i.keyword in ("COPY", "ADD")]  # nothing from the build context
+    assert (RAY / "Dockerfile.dockerignore").read_text(encoding="utf-8").splitlines()[-1] == "*"
+    assert f"docker build -f deploy/ray/Dockerfile -t {RAY_IMAGE} ." in (DEPLOY / "README.md").read_text("utf-8")

@@ -16,11 +16,13 @@ from pathlib import Path
 from types import TracebackType
 
 import grpc
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from gate._proto.gate.v1 import gate_pb2 as pb
 from gate._proto.gate.v1 import gate_pb2_grpc as pb_grpc
+from gate.attest import KeyFileError, key_id, load_or_create_signing_key, load_signing_key
 from gate.cache import Caches
 from gate.config import REPLY_SIZE_FACTOR, ConfigError, ServerConfig
 from gate.errors import InternalError
@@ -31,7 +33,7 @@ from gate.server.interceptors import ErrorInterceptor
 from gate.server.metrics import ServerMetrics
 from gate.server.servicer import GateServicer
 from gate.server.workers import WorkerPool, WorkerSettings
-from gate.store import AuditStore
+from gate.store import open_store
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +59,30 @@ def server_credentials(config: ServerConfig) -> grpc.ServerCredentials | None:
     )
 
 
+def signing_key(config: ServerConfig) -> Ed25519PrivateKey:
+    """The key that signs verdicts. Without ``signing_key`` set, the one in the data
+    directory, generated on first start; a configured one must exist. A key file that
+    cannot be read or is not an Ed25519 key stops the start."""
+    try:
+        if config.signing_key is None:
+            key = load_or_create_signing_key(config.signing_key_file)
+        elif not config.signing_key.exists():
+            raise ConfigError(
+                f"signing_key: {config.signing_key} does not exist (create it with `gate key new --out"
+                f" {config.signing_key}`, or leave signing_key unset for a key generated under data_dir)"
+            )
+        else:
+            key = load_signing_key(config.signing_key)
+    except KeyFileError as e:
+        raise ConfigError(f"signing_key: {e.message}") from e
+    try:
+        if config.signing_key_file.stat().st_mode & 0o077:
+            log.warning("the signing key %s may be read by other users (chmod 600 it)", config.signing_key_file)
+    except OSError:
+        pass
+    return key
+
+
 def _is_loopback(host: str) -> bool:
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
@@ -68,7 +94,10 @@ class GateServer:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         credentials = server_credentials(config)  # unreadable files stop the start here
-        self.store = AuditStore(config.audit_db)
+        self.signing_key = signing_key(config)  # so does a signing key that cannot be read
+        # SQLite by default; PostgreSQL when replicas share the audit log. The store
+        # claims this server's replica id for as long as it is open.
+        self.store = open_store(config.store_target, replica_id=config.replica)
         self.models = ModelStore(config.model_dir, max_bytes=config.max_model_bytes)
         # each running evaluation gets its share of the cores
         threads = max(1, (os.cpu_count() or 1) // config.max_concurrent_evaluations)
@@ -83,7 +112,12 @@ class GateServer:
             ),
         )
         self.servicer = GateServicer(
-            config, self.store, self.models, Caches(digests=config.cache_dir / "digests"), self.pool
+            config,
+            self.store,
+            self.models,
+            Caches(digests=config.cache_dir / "digests"),
+            self.pool,
+            signing_key=self.signing_key,
         )
         self.metrics = ServerMetrics(
             running=lambda: self.servicer.admission.running,
@@ -133,6 +167,7 @@ class GateServer:
         interrupted = self.store.mark_interrupted()
         if interrupted:
             log.warning("recorded %d evaluations interrupted by the last shutdown as ERROR", len(interrupted))
+        log.info("audit log: %s (replica %s)", self.store.location, self.store.replica_id)
         self._grpc.start()
         config = self.config
         transport = "plain text" if config.tls_cert is None else "mutual TLS" if config.tls_client_ca else "TLS"
@@ -148,6 +183,11 @@ class GateServer:
                 log.warning("no tokens are configured: anyone who reaches %s may use this server", self.address)
             if config.tls_cert is None:
                 log.warning("TLS is off: requests, and any bearer tokens, cross the network in clear text")
+        log.info(
+            "verdicts are signed with Ed25519 key %s (%s; `gate key show` prints its public key)",
+            key_id(self.signing_key.public_key()),
+            config.signing_key_file,
+        )
         if self.config.metrics_listen:
             self.metrics_port = self.metrics.serve(self.config.metrics_listen)
         log.info(

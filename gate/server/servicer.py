@@ -39,7 +39,7 @@ from gate.server import convert
 from gate.server.admission import Admission
 from gate.server.metrics import ServerMetrics
 from gate.server.workers import EvaluateJob, LoadJob, Worker, WorkerDiedError, WorkerPool, load_in, model_crash
-from gate.store import AuditStore
+from gate.store import AuditLog
 from gate.verdict import Decision, Verdict
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ class GateServicer(pb_grpc.GateServiceServicer):  # type: ignore[misc,unused-ign
     def __init__(
         self,
         config: ServerConfig,
-        store: AuditStore,
+        store: AuditLog,
         models: ModelStore,
         caches: Caches,
         pool: WorkerPool,
