@@ -36,6 +36,7 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from scipy.stats import norm as scipy_norm
 
 from gate.errors import PolicyError
 from gate.metrics import GLOBAL_METRICS, PER_CLASS_METRICS, ClassificationMetrics, confusion_matrix
@@ -575,8 +576,101 @@ def _expected(rule: Rule, m: ClassificationMetrics, cm: np.ndarray) -> tuple[Sta
     raise AssertionError(f"rule type {rule.type!r} has no expectation here: add one")
 
 
+# rule types that judge evidence beyond one confusion matrix: fuzzed on their own below
+# (leakage's near-duplicate search against brute force in tests/test_fingerprint.py)
+CONTEXT_RULES = {"baseline", "train_test_gap", "leakage"}
+
+
 def test_the_valid_policy_generator_covers_every_rule_type() -> None:
-    assert set(VALID_RULES) == set(RULE_TYPES)
+    assert set(VALID_RULES) | CONTEXT_RULES == set(RULE_TYPES)
+    assert not set(VALID_RULES) & CONTEXT_RULES
+
+
+def _wilson_low(k: int, n: int, confidence: float) -> float:
+    """The Wilson score lower bound, written out independently of gate.stats."""
+    z = float(scipy_norm.ppf(1 - (1 - confidence) / 2))
+    p = k / n
+    return (p + z * z / (2 * n) - z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))) / (1 + z * z / n)
+
+
+@settings(FUZZ, max_examples=200)
+@given(
+    cm=_confusion(4),
+    metric=st.sampled_from(["recall", "precision"]),
+    floor=st.floats(0, 1),
+    confidence=st.sampled_from([0.8, 0.9, 0.95, 0.99]),
+)
+def test_confident_floors_on_any_confusion_matrix(cm: np.ndarray, metric: str, floor: float, confidence: float) -> None:
+    classes = ["a", "b", "c", "d"]
+    policy = parse_policy(
+        f"version: 1\nname: t\nrules:\n  - {{id: r, type: per_class, metric: {metric}, min: {floor!r},"
+        f" confidence: {confidence}}}\n"
+    )
+    [result] = apply_policy(policy, ClassificationMetrics.from_confusion(cm, classes))
+    for i, check in enumerate(result.classes):
+        tp = int(cm[i, i])
+        n = int(cm[i].sum()) if metric == "recall" else int(cm[:, i].sum())
+        if n == 0:
+            assert check.status is Status.FAIL and check.observed is None
+            continue
+        low = 0.0 if tp == 0 else _wilson_low(tp, n, confidence)
+        if abs(low - floor) > 1e-9:
+            assert (check.status is Status.PASS) == (low >= floor), check.message
+        assert low <= tp / n + 1e-12
+
+
+@settings(FUZZ, max_examples=200)
+@given(
+    data=st.data(),
+    n=st.integers(1, 300),
+    metric=st.sampled_from(["accuracy", "balanced_accuracy", "macro_f1", "mcc"]),
+    max_drop=st.one_of(st.none(), st.floats(0, 0.5)),
+    alpha=st.one_of(st.none(), st.sampled_from([0.01, 0.05, 0.2])),
+)
+def test_baseline_rule_on_any_paired_predictions(
+    data: st.DataObject, n: int, metric: str, max_drop: float | None, alpha: float | None
+) -> None:
+    from scipy.stats import binomtest
+
+    from gate.policy.context import BaselineRun, RuleContext
+
+    if max_drop is None and alpha is None:
+        max_drop = 0.0
+    k = 3
+    labels = np.array(data.draw(st.lists(st.integers(0, k - 1), min_size=n, max_size=n)))
+    old = np.array(data.draw(st.lists(st.integers(0, k - 1), min_size=n, max_size=n)))
+    new = np.array(data.draw(st.lists(st.integers(0, k - 1), min_size=n, max_size=n)))
+    classes = ["x", "y", "z"]
+    champion = ClassificationMetrics.from_predictions(labels, old, classes)
+    challenger = ClassificationMetrics.from_predictions(labels, new, classes)
+    rule_yaml = f"{{id: r, type: baseline, metric: {metric}"
+    if max_drop is not None:
+        rule_yaml += f", max_drop: {max_drop!r}"
+    if alpha is not None:
+        rule_yaml += f", test: mcnemar, alpha: {alpha}"
+    policy = parse_policy(f"version: 1\nname: t\nrules:\n  - {rule_yaml}}}\n")
+    run = BaselineRun({"sha256": "0" * 64}, champion, labels, old == labels, new == labels)
+    [result] = apply_policy(policy, challenger, RuleContext(challenger, baseline=run))
+
+    before, after = champion.value(metric), challenger.value(metric)
+    if before is None or after is None:
+        assert result.status is Status.FAIL
+        return
+    drop = before - after
+    if max_drop is not None and abs(drop - max_drop) < 1e-12:
+        return  # on the threshold: float rounding decides
+    broken = max_drop is not None and drop > max_drop
+    if alpha is None:
+        assert (result.status is Status.FAIL) == broken, result.message
+        return
+    worse = int(np.count_nonzero((old == labels) & (new != labels)))
+    better = int(np.count_nonzero((old != labels) & (new == labels)))
+    p = 1.0 if worse + better == 0 else binomtest(min(worse, better), worse + better, 0.5).pvalue
+    if abs(p - alpha) < 1e-9:
+        return
+    significant = worse > better and p < alpha
+    expected_fail = significant and (broken or max_drop is None)
+    assert (result.status is Status.FAIL) == expected_fail, result.message
 
 
 @settings(FUZZ, max_examples=300, suppress_health_check=[HealthCheck.too_slow])

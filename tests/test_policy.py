@@ -21,16 +21,16 @@ TUTORIAL = ClassificationMetrics.from_confusion([[50, 2, 3], [4, 45, 1], [2, 3, 
 EXPECTED_PROBLEMS = {
     "unknown-key.yaml": [
         "rule 'recall-floors' (line 7): unknown key 'mni' (did you mean 'min'?); allowed: id, type, severity,"
-        " description, metric, min, classes"
+        " description, metric, min, classes, confidence, expected_prevalence"
     ],
     "unknown-rule-type.yaml": [
         "rule 'acc' (line 4): unknown rule type 'metrc' (did you mean 'metric'?); known types: metric, per_class,"
-        " min_support, imbalance, majority_baseline, confusion"
+        " min_support, imbalance, majority_baseline, confusion, baseline, train_test_gap, leakage"
     ],
     "unknown-metric.yaml": [
         "rule 'acc' (line 4): unknown metric 'acuracy' (did you mean 'accuracy'?); known: accuracy,"
         " balanced_accuracy, macro_precision, macro_recall, macro_f1, weighted_precision, weighted_recall,"
-        " weighted_f1, mcc, cohen_kappa, majority_baseline_accuracy, imbalance_ratio"
+        " weighted_f1, mcc, cohen_kappa, majority_baseline_accuracy, imbalance_ratio, ece"
     ],
     "duplicate-ids.yaml": ["rule 'floor' (line 5): duplicate rule id (also rule #1)"],
     "min-above-max.yaml": ["rule 'band' (line 4): min 0.9 > max 0.8"],
@@ -138,7 +138,17 @@ def test_missing_policy_file_names_it(tmp_path: Path) -> None:
 
 
 def test_registry_is_complete_and_every_type_documents_what_it_catches() -> None:
-    assert set(RULE_TYPES) == {"metric", "per_class", "min_support", "imbalance", "majority_baseline", "confusion"}
+    assert set(RULE_TYPES) == {
+        "metric",
+        "per_class",
+        "min_support",
+        "imbalance",
+        "majority_baseline",
+        "confusion",
+        "baseline",
+        "train_test_gap",
+        "leakage",
+    }
     assert all(cls.catches for cls in RULE_TYPES.values())
 
 
