@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -57,6 +59,43 @@ def test_cuda_provider_runs_and_agrees_with_cpu(io_binding: bool) -> None:
     cpu = _run(model, x, 10, batch=128)
     assert (gpu.labels == cpu).mean() >= 0.999  # float reductions may differ in the last bit
     assert seen[-1] == 1000 and len(seen) == 8
+    on_cpu = predict(load_model(model, provider="cpu"), _batches(x, 128), n_classes=10, total=len(x))
+    assert np.allclose(gpu.confidence, on_cpu.confidence, atol=1e-5)
+
+
+@pytest.mark.gpu
+def test_cuda_calibration_and_champion_comparison_match_cpu(tmp_path: Path) -> None:
+    from gate.evaluation import evaluate
+    from gate.policy import parse_policy
+
+    rng = np.random.default_rng(1)
+    x = rng.random((2000, 1, 8, 8), dtype=np.float32)
+    w_true = rng.normal(size=(64, 4)).astype(np.float32)
+    y = np.argmax(x.reshape(2000, 64) @ w_true, axis=1)
+    data = tmp_path / "set.npz"
+    np.savez(data, x=x, y=y, classes=np.array(["a", "b", "c", "d"]))
+    shape: list[int | str] = ["N", 1, 8, 8]
+    candidate = linear_softmax_model(
+        w_true + rng.normal(scale=0.5, size=(64, 4)).astype(np.float32), np.zeros(4, np.float32), input_shape=shape
+    )
+    champion = linear_softmax_model(w_true, np.zeros(4, np.float32), input_shape=shape)
+    policy = parse_policy(
+        "version: 1\nname: t\nrules:\n  - {id: cal, type: metric, metric: ece, max: 1.0}\n"
+        "  - {id: champ, type: baseline, metric: accuracy, max_drop: 0.0, test: mcnemar}\n"
+    )
+    runs = {
+        provider: evaluate(candidate, data, policy, provider=provider, baseline=champion)  # type: ignore[arg-type]
+        for provider in ("cuda", "cpu")
+    }
+    gpu, cpu = runs["cuda"], runs["cpu"]
+    assert gpu.error is None and cpu.error is None
+    assert gpu.runtime["provider"] == CUDA and cpu.runtime["provider"] == CPU
+    assert gpu.metrics is not None and cpu.metrics is not None
+    assert gpu.metrics["confusion_matrix"] == cpu.metrics["confusion_matrix"]
+    assert gpu.metrics["ece"] == pytest.approx(cpu.metrics["ece"], abs=1e-5)
+    assert gpu.baseline is not None and cpu.baseline is not None
+    assert gpu.baseline["comparison"] == cpu.baseline["comparison"]
+    assert [r.status for r in gpu.rules] == [r.status for r in cpu.rules]
 
 
 @pytest.mark.gpu
