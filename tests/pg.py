@@ -23,6 +23,11 @@ afterwards with every session still connected as that role.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import psycopg
+
 import contextlib
 import os
 import pwd
@@ -36,7 +41,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psycopg
 import pytest
 
 DEBIAN_BINARIES = "/usr/lib/postgresql"
@@ -226,6 +230,8 @@ class PostgresServer:
 
     def admin(self, dbname: str = "postgres") -> psycopg.Connection[tuple[object, ...]]:
         """A superuser connection over the socket."""
+        import psycopg  # imported here: the rest of the suite runs where the driver is absent
+
         return psycopg.connect(host=str(self.root), port=self.port, user=ADMIN, dbname=dbname, autocommit=True)
 
     def url(self, schema: str, *, password: str | None = None) -> str:
@@ -286,6 +292,8 @@ class PostgresDatabase:
         return self.server.url(self.name)
 
     def connect(self) -> psycopg.Connection[tuple[object, ...]]:
+        import psycopg
+
         """A plain connection as the store's role, bypassing gate."""
         return psycopg.connect(self.url, autocommit=True)
 
