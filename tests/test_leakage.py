@@ -55,7 +55,7 @@ def _folders(tmp: Path, *, leaked: int) -> tuple[Path, Path, list[str]]:
 
 
 def _setup(tmp: Path, leaked: int) -> tuple[Path, Path, Path, list[str]]:
-    train, held, copies = _folders(tmp, leaked=leaked)
+    _train, _held, copies = _folders(tmp, leaked=leaked)
     spec = tmp / "held.yaml"
     spec.write_text(f"name: held\nsource: held\npreprocess: {{resize: [{SIZE}, {SIZE}]}}\n")
     model = tmp / "m.onnx"
