@@ -653,7 +653,7 @@ def hash_dataset(dataset: Dataset, *, workers: int | None = None) -> Hashes:
     source = dataset.pixel_source
     if source is not None:
         # The files, names and load-time digests the evaluation itself reads.
-        jobs = [_Job(f, n, d) for f, n, d in zip(source._files, source._names, source._digests, strict=True)]
+        jobs = [_Job(f, n, d) for f, n, d in source.stored_files()]
         results = _hash_jobs(jobs, _workers(workers), skip_unreadable=False)
         return np.array(results, dtype=np.uint64)
     layout = _tensor_layout(dataset.sample_shape, dataset.name)

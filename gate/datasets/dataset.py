@@ -105,6 +105,10 @@ class _ImageSamples:
     def __len__(self) -> int:
         return len(self._files)
 
+    def stored_files(self) -> list[tuple[Path, str, str]]:
+        """(file, sample id, SHA-256 taken at load time) of every sample, in sample order."""
+        return list(zip(self._files, self._names, self._digests, strict=True))
+
     @property
     def pixel_shape(self) -> tuple[int, int, int]:
         """(H, W, C) of one sample's 8-bit pixels, before normalisation."""
