@@ -109,6 +109,8 @@ class GateServer:
                 memory_limit=config.max_worker_memory_bytes,
                 log_level=logging.getLogger().getEffectiveLevel(),
                 log_format=config.log_format,
+                engine=config.engine,
+                ray_address=config.ray_address,
             ),
         )
         self.servicer = GateServicer(

@@ -50,6 +50,8 @@ class WorkerSettings:
     memory_limit: int | None  # bytes of address space a worker may use; None: no limit
     log_level: int
     log_format: Literal["text", "json"]
+    engine: Literal["local", "ray"] = "local"  # ray: the worker drives a sharded evaluation
+    ray_address: str | None = None
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,9 @@ def worker_main(conn: Connection, settings: WorkerSettings) -> None:
     """The worker's loop: one job at a time, answers on ``conn``, until the pipe closes."""
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when workers stop
-    if settings.memory_limit:
+    # a Ray driver maps the cluster's shared object store: the address-space limit is for
+    # workers that run the model themselves
+    if settings.memory_limit and settings.engine == "local":
         resource.setrlimit(resource.RLIMIT_AS, (settings.memory_limit, settings.memory_limit))
     from gate.cache import Caches
     from gate.datasets import Dataset, load_dataset
@@ -154,6 +158,8 @@ def worker_main(conn: Connection, settings: WorkerSettings) -> None:
                 baseline=job.baseline,
                 baseline_name=job.baseline_name,
                 fingerprint=job.fingerprint,
+                engine=settings.engine,
+                ray_address=settings.ray_address,
             )
             conn.send(("verdict", verdict.to_dict()))
         except GateError as e:
