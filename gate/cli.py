@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gate import __version__
+from gate.engines import ENGINES
 from gate.errors import GateError, RequestError
 from gate.inference import PROVIDERS
 from gate.logs import configure as configure_logging
@@ -154,7 +155,7 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--no-cache", action="store_true", help="decode and infer from scratch; write no cache")
     ev.add_argument(
         "--engine",
-        choices=["local", "ray"],
+        choices=ENGINES,
         default="local",
         help="local: in this process (default); ray: sharded over a Ray cluster (needs gate[ray])",
     )

@@ -171,7 +171,13 @@ def _run_model(data: bytes, source: str, ds: Dataset, req: _Request, *, progress
         from gate.engines.ray_engine import evaluate_sharded
 
         sharded = evaluate_sharded(
-            data, ds, provider=req.provider, batch_size=req.batch_size, address=req.ray_address, progress=progress
+            data,
+            ds,
+            provider=req.provider,
+            batch_size=req.batch_size,
+            address=req.ray_address,
+            progress=progress,
+            source=source,
         )
         preds = sharded.predictions
         runtime = {**runtime_versions(), "requested_provider": req.provider, **sharded.runtime}

@@ -160,3 +160,17 @@ def test_invalid_store_settings_are_refused_without_the_password(tmp_path: Path,
     with pytest.raises(ConfigError) as exc:
         load_config(f)
     assert problem in exc.value.message and "hunter2" not in exc.value.message
+
+
+def test_engine_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    f = tmp_path / "gate.yaml"
+    f.write_text("engine: spark\n")
+    with pytest.raises(ConfigError, match="engine: Input should be 'local' or 'ray'"):
+        load_config(f)
+    f.write_text("engine: ray\n")
+    assert (load_config(f).engine, load_config(f).ray_address) == ("ray", None)
+    assert load_config(None).engine == "local"
+    monkeypatch.setenv("GATE_RAY_ADDRESS", "ray://ray-head.gate.svc:10001")
+    assert load_config(f).ray_address == "ray://ray-head.gate.svc:10001"
+    monkeypatch.setenv("GATE_ENGINE", "local")
+    assert load_config(f).engine == "local"

@@ -39,9 +39,7 @@ Start = Callable[..., Served]
 
 
 @pytest.fixture
-def replicas(
-    serve: Start, postgres_database: PostgresDatabase, tmp_path: Path
-) -> Callable[..., tuple[Served, ...]]:
+def replicas(serve: Start, postgres_database: PostgresDatabase, tmp_path: Path) -> Callable[..., tuple[Served, ...]]:
     """Start replicas ``replica-<n>`` on one PostgreSQL audit log and one model store."""
     models = tmp_path / "shared-models"
 

@@ -507,9 +507,7 @@ def test_a_killed_replicas_evaluations_are_closed_by_the_next_start(backend: Bac
     """The claim dies with its process, however it dies: the OS or the database releases it."""
     with backend.open():  # create the schema first
         pass
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _CRASHING_SERVER, backend.target], stdout=subprocess.PIPE, text=True
-    )
+    proc = subprocess.Popen([sys.executable, "-c", _CRASHING_SERVER, backend.target], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None and proc.stdout.readline() == "running\n"
         with backend.open("replica-c") as c:
@@ -729,4 +727,3 @@ def test_a_lost_connection_reconnects_and_claims_again(postgres_database: Postgr
         assert record is not None and record.replica_id == "replica-a"
         with pytest.raises(InternalError, match="in use"):  # and the claim is held again
             open_store(postgres_database.url, replica_id="replica-a", claim_timeout_s=0)
-

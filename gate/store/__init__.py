@@ -85,8 +85,7 @@ def open_store(
         from gate.store.postgres import PostgresAuditStore
     except ImportError as e:
         raise InternalError(
-            f"audit log {redact_url(where)}: PostgreSQL needs the psycopg package: "
-            f"pip install 'gate[postgres]' ({e})"
+            f"audit log {redact_url(where)}: PostgreSQL needs the psycopg package: pip install 'gate[postgres]' ({e})"
         ) from None
     return PostgresAuditStore(where, replica_id=replica_id, claim_timeout_s=claim_timeout_s)
 
