@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import json
 import logging
 import os
@@ -16,7 +17,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from gate.evaluation import evaluate  # noqa: E402
 from gate.inference import Predictions, load_model, predict  # noqa: E402
 from gate.metrics import ClassificationMetrics  # noqa: E402
 from gate.verdict import Decision  # noqa: E402
+from tests.conftest import Served  # noqa: E402
 from tests.models import lookup_model, predictions_for  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -386,3 +388,21 @@ def test_default_shard_size(n: int, sample_bytes: int, batch: int, actors: int, 
 def test_positions_in_messages_count_from_the_start_of_the_set() -> None:
     shifted = ray_engine._dataset_positions("NaN for sample a.png (index 3); failed on samples 0..15", 120)
     assert shifted == "NaN for sample a.png (index 123); failed on samples 120..135"
+
+
+def test_a_server_with_engine_ray_gives_the_local_servers_verdict(cluster: str, serve: Callable[..., Served]) -> None:
+    """`engine: ray` in the server's configuration: its worker processes drive the cluster."""
+    model = lookup_model(3)
+    sha = hashlib.sha256(model).hexdigest()
+    docs = {}
+    for engine in ("local", "ray"):
+        s = serve(engine=engine, ray_address=cluster if engine == "ray" else None)
+        with s.client() as client:
+            client.upload_model(model, filename="m.onnx")
+            docs[engine] = client.evaluate(sha, "pets-large", policy_name="default", provider="cpu").document
+    ray_doc, local_doc = docs["ray"], docs["local"]
+    assert ray_doc["runtime"]["engine"] == "ray", ray_doc["error"]
+    assert "engine" not in local_doc["runtime"] or local_doc["runtime"]["engine"] == "local"
+    for key in ("verdict", "metrics", "rules", "model"):
+        assert ray_doc[key] == local_doc[key], key
+    assert ray_doc["dataset"]["sha256"] == local_doc["dataset"]["sha256"]  # the servers' own copies of one set
