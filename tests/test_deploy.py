@@ -973,9 +973,12 @@ def test_ray_image_is_the_gate_image_plus_the_same_ray(
     assert f"{server}-ray" == RAY_IMAGE  # named like the CPU image, <tag>-cpu
     assert args["RAY_VERSION"] == rayjob["spec"]["rayClusterSpec"]["rayVersion"]
     pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
-    minimum = re.search(r'"ray\[data\]>=([\d.]+)"', pyproject)
-    assert minimum is not None
-    assert tuple(map(int, args["RAY_VERSION"].split("."))) >= tuple(map(int, minimum.group(1).split(".")))
+    bounds = re.search(r'"ray\[data\]>=([\d.]+)(?:,<([\d.]+))?"', pyproject)
+    assert bounds is not None
+    pinned = tuple(map(int, args["RAY_VERSION"].split(".")))
+    assert pinned >= tuple(map(int, bounds.group(1).split(".")))
+    if bounds.group(2):
+        assert pinned < tuple(map(int, bounds.group(2).split(".")))
     runs = [i.args for i in instructions if i.keyword == "RUN"]
     assert any("/opt/gate/bin/pip install" in r and "ray[default,data]==${RAY_VERSION}" in r for r in runs)
     assert [i.args for i in instructions if i.keyword == "USER"][-1].split(":")[0] == str(GATE_UID)
