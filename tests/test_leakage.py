@@ -74,14 +74,10 @@ def _run(capsys: pytest.CaptureFixture[str], *argv: str | Path) -> tuple[int, st
     return code, out, err
 
 
-def test_a_held_out_set_with_five_percent_copies_is_caught(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    spec, model, policy, copies = _setup(tmp_path, leaked=5)
-    prints = tmp_path / "train.fp"
-    code, out, err = _run(capsys, "fingerprint", tmp_path / "train", "-o", prints)
-    assert code == 0, err
-    assert out.startswith("100 images fingerprinted into")
-
-    code, out, err = _run(
+def _eval(
+    capsys: pytest.CaptureFixture[str], model: Path, spec: Path, policy: Path, *extra: str | Path
+) -> tuple[int, str, str]:
+    return _run(
         capsys,
         "eval",
         "--format",
@@ -94,9 +90,18 @@ def test_a_held_out_set_with_five_percent_copies_is_caught(tmp_path: Path, capsy
         spec,
         "--policy",
         policy,
-        "--fingerprint",
-        prints,
+        *extra,
     )
+
+
+def test_a_held_out_set_with_five_percent_copies_is_caught(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec, model, policy, copies = _setup(tmp_path, leaked=5)
+    prints = tmp_path / "train.fp"
+    code, out, err = _run(capsys, "fingerprint", tmp_path / "train", "-o", prints)
+    assert code == 0, err
+    assert out.startswith("100 images fingerprinted into")
+
+    code, out, err = _eval(capsys, model, spec, policy, "--fingerprint", prints)
     v = json.loads(out)
     assert code == 1 and v["verdict"] == "FAIL", v["error"]
     rule = v["rules"][0]
@@ -115,22 +120,7 @@ def test_a_held_out_set_with_five_percent_copies_is_caught(tmp_path: Path, capsy
         policy.write_text(
             f"version: 1\nname: p\nrules:\n  - {{id: no-leaks, type: leakage, max_hamming: 8, max_overlap: {rate}}}\n"
         )
-        code, out, _ = _run(
-            capsys,
-            "eval",
-            "--format",
-            "json",
-            "--provider",
-            "cpu",
-            "--model",
-            model,
-            "--dataset",
-            spec,
-            "--policy",
-            policy,
-            "--fingerprint",
-            prints,
-        )
+        code, out, _ = _eval(capsys, model, spec, policy, "--fingerprint", prints)
         assert code == expected, json.loads(out)["rules"][0]["message"]
 
 
@@ -138,22 +128,7 @@ def test_a_clean_held_out_set_passes(tmp_path: Path, capsys: pytest.CaptureFixtu
     spec, model, policy, _ = _setup(tmp_path, leaked=0)
     prints = tmp_path / "train.fp"
     assert _run(capsys, "fingerprint", tmp_path / "train", "-o", prints)[0] == 0
-    code, out, _ = _run(
-        capsys,
-        "eval",
-        "--format",
-        "json",
-        "--provider",
-        "cpu",
-        "--model",
-        model,
-        "--dataset",
-        spec,
-        "--policy",
-        policy,
-        "--fingerprint",
-        prints,
-    )
+    code, out, _ = _eval(capsys, model, spec, policy, "--fingerprint", prints)
     v = json.loads(out)
     assert code == 0, v["rules"]
     assert v["rules"][0]["message"].startswith("0 of 100 held-out images (0.00%) nearly duplicate training images")
@@ -161,28 +136,11 @@ def test_a_clean_held_out_set_passes(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 def test_leakage_needs_a_fingerprint_and_a_readable_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     spec, model, policy, _ = _setup(tmp_path, leaked=0)
-    code, out, _ = _run(
-        capsys, "eval", "--format", "json", "--provider", "cpu", "--model", model, "--dataset", spec, "--policy", policy
-    )
+    code, out, _ = _eval(capsys, model, spec, policy)
     assert code == 2 and "needs a fingerprint file of the training images" in json.loads(out)["error"]["message"]
     bad = tmp_path / "bad.fp"
     bad.write_bytes(b"\x00" * 64)
-    code, out, _ = _run(
-        capsys,
-        "eval",
-        "--format",
-        "json",
-        "--provider",
-        "cpu",
-        "--model",
-        model,
-        "--dataset",
-        spec,
-        "--policy",
-        policy,
-        "--fingerprint",
-        bad,
-    )
+    code, out, _ = _eval(capsys, model, spec, policy, "--fingerprint", bad)
     v = json.loads(out)
     assert code == 2 and "bad.fp" in v["error"]["message"]
     # an unreadable training image: nothing is written, exit 2 naming the file
