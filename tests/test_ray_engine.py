@@ -292,45 +292,6 @@ def test_gate_eval_engine_ray_matches_local_and_a_failing_shard_exits_2(
     assert "sample x[200] (index 200)" in failed["error"]["message"]
 
 
-_CONCURRENT = """
-import json, sys, threading
-import ray
-from gate.datasets import load_dataset
-from gate.engines.ray_engine import evaluate_sharded
-from tests.models import lookup_model
-
-ds, out = load_dataset(sys.argv[1]), {}
-
-def run(name):
-    result = evaluate_sharded(lookup_model(3), ds, provider="cpu", shard_size=100)
-    out[name] = [result.runtime["address"], result.confusion.tolist()]
-
-threads = [threading.Thread(target=run, args=(str(i),)) for i in range(2)]
-for t in threads:
-    t.start()
-for t in threads:
-    t.join()
-print(json.dumps({"runs": out, "connected_after": ray.is_initialized()}))
-"""
-
-
-def test_without_an_address_one_local_cluster_serves_concurrent_evaluations_then_stops(tmp_path: Path) -> None:
-    _pets(tmp_path)
-    # a process of its own: no cluster there until the engine starts one
-    proc = subprocess.run(
-        [sys.executable, "-c", _CONCURRENT, str(tmp_path / "pets.npz")],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-        cwd=ROOT,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    report = json.loads(proc.stdout)
-    assert report["runs"] == {"0": ["local", PETS_CM], "1": ["local", PETS_CM]}
-    assert report["connected_after"] is False  # the last evaluation stopped the cluster it started
-
-
 def test_without_ray_the_engine_asks_for_the_extra(
     cluster: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -329,9 +329,11 @@ def _error_class(kind: str) -> type[GateError]:
     return _ERRORS.get(kind, InternalError)
 
 
-# Evaluations may run on several threads of one process: they share its Ray connection,
-# and the cluster this module started stops when the last of them ends.
+# Evaluations may be asked for on several threads of one process; they run one at a time
+# (_RUNNING), sharing the process's Ray connection, and a cluster this module started stops
+# when the evaluation that started it ends.
 _LOCK = threading.Lock()
+_RUNNING = threading.Lock()  # held while a pipeline runs (see evaluate_sharded)
 _USERS = 0  # evaluations running on the connection below
 _STARTED = False  # whether this module made the connection (and so ends it)
 _REACHED = ""  # how: the address it was given, "local" for a cluster it started, else the GCS address
@@ -490,7 +492,10 @@ def evaluate_sharded(
     if n == 0:
         raise DatasetError(f"dataset '{dataset.name}' has no samples")
     ray = _ray()
-    with _connected(address) as reached:
+    # One evaluation at a time per process: each sizes its actor pool for the whole
+    # cluster, and two at once on one driver could hang (measured: a 2-CPU local cluster
+    # shared by two threads hung in 3 runs of 4 until its control process went away).
+    with _RUNNING, _connected(address) as reached:
         resources = ray.cluster_resources()
         cpus = int(resources.get("CPU", 0))
         gpus = int(resources.get("GPU", 0))
