@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from gate.cli import main
@@ -15,6 +16,7 @@ from gate.client import GateClientError
 from tests.conftest import Served
 from tests.models import lookup_model, one_hot_rows, table_model
 
+PETS = ["cat", "dog", "rabbit"]
 NO_RABBIT_DROP = (
     "version: 1\nname: no-regression\nrules:\n"
     "  - {id: recall-kept, type: baseline, metric: recall, per_class: true, max_drop: 0.10}\n"
@@ -77,3 +79,47 @@ def test_the_service_refuses_what_a_policy_cannot_use(serve: Callable[..., Serve
         # each refusal is in the audit log as ERROR
         records = client.list_verdicts(limit=3)
     assert [r.verdict.decision for r in records] == [3, 3, 3]
+
+
+def test_a_registered_dataset_with_a_training_sample(
+    serve: Callable[..., Served], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # the same lookup model is right on every training sample and on 80 % of the held-out ones
+    sets = tmp_path / "registered"
+    sets.mkdir()
+    labels = np.array([c for c in range(3) for _ in range(50)])
+    held = labels.copy()
+    held[::5] = (held[::5] + 1) % 3
+    np.savez(sets / "train.npz", x=labels.astype(np.float32).reshape(-1, 1), y=labels, classes=np.array(PETS))
+    np.savez(sets / "held.npz", x=held.astype(np.float32).reshape(-1, 1), y=labels, classes=np.array(PETS))
+    (sets / "pets-gap.yaml").write_text("name: pets-gap\nsource: held.npz\ntrain_sample: train.npz\n")
+    s = serve(datasets=[str(sets)])
+    model = tmp_path / "m.onnx"
+    model.write_bytes(lookup_model(3))
+    policy = tmp_path / "gap.yaml"
+    policy.write_text(
+        "version: 1\nname: gap\nrules:\n  - {id: gap, type: train_test_gap, metric: accuracy, max_gap: 0.1}\n"
+    )
+    code = main(
+        [
+            "check",
+            "--server",
+            s.address,
+            "--dataset",
+            "pets-gap",
+            "--format",
+            "json",
+            "--provider",
+            "cpu",
+            "--model",
+            str(model),
+            "--policy",
+            str(policy),
+        ]
+    )
+    v = json.loads(capsys.readouterr()[0])
+    assert code == 1, v["error"]
+    assert v["rules"][0]["message"].startswith(
+        "accuracy on the training sample 1.000 (150 samples) vs held-out 0.800: gap 0.200 > 0.100"
+    )
+    assert v["train_sample"]["samples"] == 150
