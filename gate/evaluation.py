@@ -214,8 +214,9 @@ def _run_model(data: bytes, source: str, ds: Dataset, req: _Request, *, progress
     return _Run(sha, len(data), preds, metrics, runtime, cache_report)
 
 
-def _check_needs(pol: Policy, ds: Dataset, has_baseline: bool, has_fingerprint: bool) -> None:
-    """Refuse, before any inference, a policy whose rules need evidence the request lacks."""
+def check_evidence(pol: Policy, ds: Dataset, *, has_baseline: bool, has_fingerprint: bool) -> None:
+    """Refuse, before any inference, a policy whose rules need evidence the request lacks
+    (RequestError listing each rule); the service calls it before accepting an evaluation."""
     missing = []
     for rule in pol.rules:
         if rule.needs == "baseline" and not has_baseline:
@@ -259,7 +260,7 @@ def _run(
         "source": str(ds.source_path),
     }
     pol.check_classes(ds.classes)
-    _check_needs(pol, ds, baseline is not None, fingerprint is not None)
+    check_evidence(pol, ds, has_baseline=baseline is not None, has_fingerprint=fingerprint is not None)
     prints = _read_fingerprint(fingerprint) if fingerprint is not None else None
 
     data, source = _read_model(model, "model")

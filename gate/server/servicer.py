@@ -31,9 +31,9 @@ from gate.errors import (
     ProviderError,
     RequestError,
 )
+from gate.evaluation import check_evidence
 from gate.inference import cuda_runs
 from gate.policy import Policy, parse_policy
-from gate.policy.context import NEEDS
 from gate.registry import SHA256_RE, ModelStore, Registry
 from gate.server import convert
 from gate.server.admission import Admission
@@ -162,14 +162,9 @@ class GateServicer(pb_grpc.GateServiceServicer):  # type: ignore[misc,unused-ign
                 from gate.fingerprint import load_fingerprints
 
                 load_fingerprints(fingerprint)  # a damaged file is the request's fault
-            missing = [
-                f"rule '{rule.id}' ({rule.type}) needs {NEEDS[rule.needs]}"
-                for rule in policy.rules
-                if (rule.needs == "baseline" and baseline_sha is None)
-                or (rule.needs == "fingerprint" and fingerprint is None)
-            ]
-            if missing:
-                raise RequestError(f"policy '{policy.name}' cannot be applied to this request: " + "; ".join(missing))
+            check_evidence(
+                policy, dataset, has_baseline=baseline_sha is not None, has_fingerprint=fingerprint is not None
+            )
             if provider == "cuda" and not cuda_runs():
                 raise ProviderError(
                     "provider 'cuda' requested, but the CUDA execution provider cannot run on this server"
