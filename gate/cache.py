@@ -93,6 +93,7 @@ class Caches:
     results: ResultCache | None = None
     sessions: SessionCache | None = field(default=None)
     digests: Path | None = None
+    hashes: Path | None = None  # perceptual hashes of held-out sets, for leakage rules
 
     @classmethod
     def at(cls, root: Path, *, sessions: int = 4, threads: int = 0) -> Caches:
@@ -102,4 +103,5 @@ class Caches:
             ResultCache(root / "results"),
             SessionCache(sessions, threads=threads),
             root / "digests",
+            root / "hashes",
         )

@@ -11,11 +11,15 @@ import datetime as dt
 import hashlib
 import logging
 import os
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import numpy.typing as npt
 
 from gate.cache import Caches, ResultCache
 from gate.datasets import Dataset, TensorCacheUse, load_dataset, load_train_sample
@@ -343,7 +347,39 @@ def _read_fingerprint(fingerprint: bytes | PathLike) -> Fingerprints:
 
 
 def _leakage_inputs(ds: Dataset, prints: Fingerprints, caches: Caches) -> LeakageInputs:
-    from gate.fingerprint import hash_dataset
+    """The held-out set's perceptual hashes (kept per dataset content, so that gating the
+    same set again does not decode every image again) and the training fingerprints."""
+    from gate.fingerprint import HASH_ALGORITHM, HASH_ALGORITHM_VERSION, hash_dataset
 
-    hashes = hash_dataset(ds)
+    path = (
+        caches.hashes / f"{ds.sha256}-{HASH_ALGORITHM}-{HASH_ALGORITHM_VERSION}.npy"
+        if caches.hashes is not None
+        else None
+    )
+    hashes = None
+    if path is not None:
+        try:
+            kept = np.load(path, allow_pickle=False)
+            if kept.shape == (len(ds),) and kept.dtype == np.uint64:
+                hashes = kept
+        except (OSError, ValueError):
+            pass  # absent or damaged: hash again
+    if hashes is None:
+        hashes = hash_dataset(ds)
+        if path is not None:
+            _write_atomically(path, hashes)
     return LeakageInputs(hashes, ds.sample_ids, prints, prints.sha256)
+
+
+def _write_atomically(path: Path, array: npt.NDArray[Any]) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".put-", suffix=".npy", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.save(f, array)
+            os.replace(tmp, path)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+    except OSError as e:  # a cache that cannot be written only costs time
+        log.warning("held-out hash cache unavailable at %s: %s", path.parent, e)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +133,15 @@ def test_a_clean_held_out_set_passes(tmp_path: Path, capsys: pytest.CaptureFixtu
     v = json.loads(out)
     assert code == 0, v["rules"]
     assert v["rules"][0]["message"].startswith("0 of 100 held-out images (0.00%) nearly duplicate training images")
+
+    # the held-out hashes are kept per dataset content; a damaged copy is hashed again
+    [kept] = (Path(os.environ["GATE_CACHE_DIR"]) / "hashes").glob("*.npy")
+    hashes = np.load(kept)
+    assert hashes.shape == (100,) and hashes.dtype == np.uint64
+    kept.write_bytes(b"damaged")
+    code, out, _ = _eval(capsys, model, spec, policy, "--fingerprint", prints)
+    assert code == 0 and json.loads(out)["rules"][0]["observed"] == 0.0
+    assert np.array_equal(np.load(kept), hashes)
 
 
 def test_leakage_needs_a_fingerprint_and_a_readable_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
