@@ -148,9 +148,8 @@ class _Run:
     cache: dict[str, str]
 
 
-def _run_model(data: bytes, source: str, ds: Dataset, req: _Request, *, progress: ProgressFn | None) -> _Run:
-    """Run one model over one set with the requested engine; results cache first."""
-    sha = hashlib.sha256(data).hexdigest()
+def _run_model(data: bytes, sha: str, source: str, ds: Dataset, req: _Request, *, progress: ProgressFn | None) -> _Run:
+    """Run one model (``sha``: its SHA-256) over one set with the requested engine; results cache first."""
     caches = req.caches
     cache_report: dict[str, str] = {}
     key = ResultCache.key(
@@ -269,8 +268,9 @@ def _run(
 
     data, source = _read_model(model, "model")
     source = verdict.model["path"] or source  # messages name the model as the caller does
-    verdict.model = {"sha256": hashlib.sha256(data).hexdigest(), "path": verdict.model["path"], "bytes": len(data)}
-    run = _run_model(data, source, ds, req, progress=req.progress)
+    sha = hashlib.sha256(data).hexdigest()
+    verdict.model = {"sha256": sha, "path": verdict.model["path"], "bytes": len(data)}
+    run = _run_model(data, sha, source, ds, req, progress=req.progress)
     verdict.runtime = run.runtime
     if run.cache:
         verdict.runtime["cache"] = run.cache
@@ -300,9 +300,10 @@ def _run_baseline(
     """Run the champion on the same samples and record the paired comparison."""
     data, _source = _read_model(baseline, "baseline model")
     label = name if name is not None else None if isinstance(baseline, bytes) else str(baseline)
-    shown = label or f"sha256 {hashlib.sha256(data).hexdigest()[:12]}"
+    sha = hashlib.sha256(data).hexdigest()
+    shown = label or f"sha256 {sha[:12]}"
     try:
-        champion = _run_model(data, f"(baseline) {shown}", ds, req, progress=None)
+        champion = _run_model(data, sha, f"(baseline) {shown}", ds, req, progress=None)
     except GateError as e:  # the same kind of error, saying which model it was about
         e.message = f"baseline model {shown}: {e.message}"
         e.args = (e.message,)
@@ -329,7 +330,7 @@ def _run_baseline(
 
 def _run_train_sample(verdict: Verdict, data: bytes, source: str, ds: Dataset, req: _Request) -> TrainSample:
     train = load_train_sample(ds, digest_cache=req.caches.digests)
-    run = _run_model(data, source, train, req, progress=None)
+    run = _run_model(data, verdict.model["sha256"], source, train, req, progress=None)
     verdict.train_sample = {
         "name": train.name,
         "sha256": train.sha256,
