@@ -13,7 +13,7 @@ it (see :attr:`gate.policy.rules.Rule.needs`):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -66,7 +66,9 @@ class RuleContext:
     baseline: BaselineRun | None = None
     train_sample: TrainSample | None = None
     leakage: LeakageInputs | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def has(self, need: str) -> bool:
-        return getattr(self, need if need != "fingerprint" else "leakage") is not None
+        """Whether the evidence named by ``need`` (a key of NEEDS) is here."""
+        return {"baseline": self.baseline, "train_sample": self.train_sample, "fingerprint": self.leakage}[
+            need
+        ] is not None
