@@ -42,6 +42,7 @@ import os
 import re
 import sys
 import threading
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -426,11 +427,22 @@ def _connected(address: str | None) -> Iterator[str]:
                 if _STARTED:
                     _STARTED = False
                     try:
+                        _wait_for_executors()
                         ray.shutdown()  # stops the thread that prints the cluster's errors
                     finally:
                         if _STDOUT is not None:
                             _STDOUT.__exit__(None, None, None)
                             _STDOUT = None
+
+
+def _wait_for_executors(timeout_s: float = 30.0) -> None:
+    """Let Ray Data's executor threads finish their teardown before the connection goes:
+    one that touches the driver after ``ray.shutdown()`` makes Ray end the whole process
+    (seen once in CI: `gate eval --engine ray` exited before printing its verdict)."""
+    deadline = time.monotonic() + timeout_s
+    for thread in threading.enumerate():
+        if thread.name.startswith("StreamingExecutor-") and thread is not threading.current_thread():
+            thread.join(max(0.0, deadline - time.monotonic()))
 
 
 def _shard_bounds(n: int, shard_size: int) -> list[tuple[int, int]]:
