@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any
 from gate import __version__
 from gate.engines import ENGINES
 from gate.errors import GateError, RequestError
-from gate.inference import PROVIDERS
 from gate.logs import configure as configure_logging
+from gate.providers import PROVIDERS
 from gate.report import RENDERERS
 from gate.verdict import Decision, Verdict
 

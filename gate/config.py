@@ -50,7 +50,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from gate.errors import RequestError
-from gate.inference import Provider
+from gate.providers import Provider
 from gate.store import check_replica_id, parse_target, sqlite_path
 
 PACKAGE_ROOT = Path(__file__).resolve().parent

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -27,7 +27,6 @@ from gate.datasets.prefetch import prefetch
 from gate.errors import GateError, InternalError, ModelError, RequestError
 from gate.inference import (
     Predictions,
-    Provider,
     auto_batch_size,
     check_compatible,
     load_model,
@@ -38,6 +37,7 @@ from gate.inference import (
 from gate.metrics import ClassificationMetrics
 from gate.policy import Policy, apply_policy, load_policy
 from gate.policy.context import NEEDS, BaselineRun, LeakageInputs, RuleContext, TrainSample
+from gate.providers import Engine, Provider
 from gate.stats import mcnemar_exact, paired_bootstrap
 from gate.verdict import Decision, Verdict, decide
 
@@ -48,7 +48,6 @@ log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[int, int], None]
 PathLike = str | os.PathLike[str]
-Engine = Literal["local", "ray"]
 
 
 def _read_model(model: bytes | PathLike, what: str = "model") -> tuple[bytes, str]:

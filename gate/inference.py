@@ -26,20 +26,17 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
 from gate.errors import ModelError, ProviderError
+from gate.providers import CPU, CUDA, PROVIDERS, Provider
 
 log = logging.getLogger(__name__)
 
-Provider = Literal["auto", "cuda", "cpu"]
-PROVIDERS: tuple[Provider, ...] = ("auto", "cuda", "cpu")
-CUDA = "CUDAExecutionProvider"
-CPU = "CPUExecutionProvider"
 DEFAULT_BATCH_SIZE = 64
 
 _ORT_TYPES: dict[str, Any] = {

@@ -11,6 +11,7 @@ lists every case; a test below keeps it in step with this file.
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
 from collections.abc import Callable
@@ -866,14 +867,32 @@ def _doc_rows() -> dict[str, str]:
     return rows
 
 
-def test_the_doc_lists_every_case_with_its_outcome() -> None:
-    rows = _doc_rows()
+def doc_expectations() -> dict[str, tuple[str, ...]]:
+    """Each case of this module: the fragments its row in the doc must hold."""
     expected: dict[str, tuple[str, ...]] = {}
     for case in EVAL_CASES:
         outcome = f"{case.code} {case.verdict}"
         expected[case.id] = (outcome, case.error) if case.error else (outcome,)
     for request in REQUEST_CASES:
         expected[request.id] = (f"`{request.status}`", request.error) if request.error else (f"`{request.status}`",)
+    return expected
+
+
+def _every_corpus_case() -> dict[str, tuple[str, ...]]:
+    """The cases of this module and of every ``tests/test_corpus_*.py`` (each defines
+    ``doc_expectations()``), ids unique across them."""
+    expected = doc_expectations()
+    for path in sorted(Path(__file__).parent.glob("test_corpus_*.py")):
+        module = importlib.import_module(f"tests.{path.stem}")
+        for case_id, fragments in module.doc_expectations().items():
+            assert case_id not in expected, f"{case_id} is a case twice ({path.name})"
+            expected[case_id] = fragments
+    return expected
+
+
+def test_the_doc_lists_every_case_with_its_outcome() -> None:
+    rows = _doc_rows()
+    expected = _every_corpus_case()
     assert sorted(rows) == sorted(expected), "docs/bad-input-corpus.md and the corpus list different cases"
     for case_id, fragments in expected.items():
         for fragment in fragments:

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from gate.errors import ModelError, ProviderError
-from gate.inference import CPU, CUDA, check_compatible, cuda_runs, load_model, predict
+from gate.inference import check_compatible, cuda_runs, load_model, predict
+from gate.providers import CPU, CUDA
 from tests.models import linear_softmax_model, lookup_model, rank3_output_model, two_input_model
 
 

@@ -7,6 +7,6 @@ needs the optional extra ``gate[ray]`` and imports Ray only when it runs.
 
 from __future__ import annotations
 
-ENGINES: tuple[str, ...] = ("local", "ray")
+from gate.providers import ENGINES
 
 __all__ = ["ENGINES"]

@@ -62,18 +62,15 @@ from gate.errors import (
     RequestError,
 )
 from gate.inference import (
-    CPU,
-    CUDA,
-    PROVIDERS,
     LoadedModel,
     Predictions,
-    Provider,
     auto_batch_size,
     check_compatible,
     load_model,
     predict,
 )
 from gate.metrics import CALIBRATION_BINS, Calibration, confusion_matrix
+from gate.providers import CPU, CUDA, PROVIDERS, Provider
 
 if TYPE_CHECKING:
     from types import ModuleType

@@ -11,7 +11,7 @@ from typing import Any
 from google.protobuf import struct_pb2
 
 from gate._proto.gate.v1 import gate_pb2 as pb
-from gate.inference import Provider
+from gate.providers import Provider
 from gate.report import render_json
 from gate.verdict import Verdict
 
