@@ -35,7 +35,16 @@ from gate.report.evidence import (
     signed,
     training_sample,
 )
-from gate.report.markdown import HEADLINE, Floor, by_urgency, class_floors, class_names, number, reason
+from gate.report.markdown import (
+    HEADLINE,
+    Floor,
+    by_urgency,
+    class_floors,
+    class_names,
+    number,
+    reason,
+    run_facts,
+)
 from gate.verdict import Decision, RuleResult, Severity, Status, Verdict
 
 if TYPE_CHECKING:
@@ -392,13 +401,7 @@ def _identities(v: Verdict) -> list[str]:
             parts.append(f"onnxruntime {e(rt['onnxruntime'])}")
         if parts:
             rows.append(("runtime", parts))
-    run = []
-    if v.started_at:
-        run.append(f"started {e(v.started_at)}")
-    if v.duration_s is not None:
-        run.append(f"took {v.duration_s:.2f} s")
-    if v.evaluation_id:
-        run.append(f"id <code>{e(v.evaluation_id)}</code>")
+    run = run_facts(v, text=e, ident=lambda i: f"id <code>{e(i)}</code>")
     if run:
         rows.append(("evaluation", run))
     if v.labels:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -378,14 +378,21 @@ def _leaks(v: Verdict) -> list[str]:
     return out
 
 
-def _footer(v: Verdict) -> str | None:
+def run_facts(v: Verdict, *, text: Callable[[str], str], ident: Callable[[str], str]) -> list[str]:
+    """When the evaluation started, how long it took and its id, in the report's own
+    quoting (``text`` for plain values, ``ident`` for the id)."""
     parts = []
     if v.started_at:
-        parts.append(f"started {md(v.started_at)}")
+        parts.append(f"started {text(v.started_at)}")
     if v.duration_s is not None:
         parts.append(f"took {v.duration_s:.2f} s")
     if v.evaluation_id:
-        parts.append(f"evaluation {code(v.evaluation_id, table=False)}")
+        parts.append(ident(v.evaluation_id))
+    return parts
+
+
+def _footer(v: Verdict) -> str | None:
+    parts = run_facts(v, text=md, ident=lambda i: f"evaluation {code(i, table=False)}")
     return " · ".join(parts) or None
 
 
