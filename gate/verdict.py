@@ -1,7 +1,7 @@
 """Domain types shared by every layer: rule results and the verdict.
 
 A :class:`Verdict` is what gate answers. Its JSON form (``Verdict.to_dict``) is the
-``gate.verdict/v1`` contract other programs parse; see DESIGN.md.
+``gate.verdict/v1`` contract other programs parse; see README.md, "Verdict JSON".
 """
 
 from __future__ import annotations

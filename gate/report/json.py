@@ -1,4 +1,4 @@
-"""The verdict as one JSON document (schema ``gate.verdict/v1``, see DESIGN.md)."""
+"""The verdict as one JSON document (schema ``gate.verdict/v1``, see README.md, "Verdict JSON")."""
 
 from __future__ import annotations
 
