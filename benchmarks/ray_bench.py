@@ -14,8 +14,8 @@ Measured in one run, on this machine:
      per actor, from the shards' completion times; per-core rates of decoding,
      normalising and inference alone (what a worker's CPUs must supply a GPU actor);
   3. the pipeline's cost per shard: many small shards against one, K = 10 and K = 1,000;
-  4. the driver's reduction (coverage checks, confusion matrices summed, calibration bins
-     merged, predictions gathered) of S = 1,000 shard results with K = 1,000 classes,
+  4. the driver's reduction (coverage checks, each shard's rows of the predictions table
+     gathered in order) of S = 1,000 shard results with K = 1,000 classes,
      through the engine's own reduction code.
 
 Then the paper estimate of N GPU workers (benchmarks/README.md, "Ray engine") from these
@@ -116,7 +116,7 @@ def compare_engines(
 
 def steady_rate(model: bytes, ds: Any, decode: Any, report: dict[str, Any]) -> None:
     """Section 2a: start-up and steady-state rate per actor, from shard completion times."""
-    from gate.engines.ray_engine import evaluate_sharded
+    from gate.engines.ray import evaluate_sharded
 
     marks: list[tuple[float, int]] = []
     start = time.perf_counter()
@@ -162,7 +162,7 @@ def per_core(model: bytes, ds: Any, m: int, report: dict[str, Any]) -> None:
 def per_shard(tmp: Path, report: dict[str, Any]) -> None:
     """Section 3: the pipeline's cost of one more shard, with few and with many classes."""
     from gate.datasets import load_dataset
-    from gate.engines.ray_engine import evaluate_sharded
+    from gate.engines.ray import evaluate_sharded
 
     out: dict[str, float] = {}
     n, shards = 1600, 200
@@ -195,13 +195,14 @@ class _Rows:
 
 def reduction(shards: int, k: int, per_shard_samples: int, repeat: int, report: dict[str, Any]) -> None:
     """Section 4: the driver's reduction of S shard results of K classes."""
-    from gate.engines import ray_engine
-    from gate.metrics import CALIBRATION_BINS
+    from gate.engines import ray as ray_engine
+    from gate.predictions import TOP_K
 
     n = shards * per_shard_samples
     bounds = ray_engine._shard_bounds(n, per_shard_samples)
     plan = ray_engine._Plan(
         source="bench",
+        sha256="0" * 64,
         classes=[str(i) for i in range(k)],
         labels=np.zeros(n, dtype=np.int64),
         sample_ids=[],
@@ -212,10 +213,7 @@ def reduction(shards: int, k: int, per_shard_samples: int, repeat: int, report: 
         arrays=[],
     )
     rng = np.random.default_rng(0)
-    confusion = np.zeros((k, k), dtype=np.int64)  # one matrix per shard, K² int64 each, as a shard sends it
-    np.add.at(confusion, (rng.integers(0, k, per_shard_samples), rng.integers(0, k, per_shard_samples)), 1)
-    calibration = np.zeros((3, CALIBRATION_BINS), dtype=np.int64)
-    calibration[0, -1] = per_shard_samples
+    top = min(TOP_K, k)
     rows = []
     for s in range(shards):
         rows.append(
@@ -224,10 +222,9 @@ def reduction(shards: int, k: int, per_shard_samples: int, repeat: int, report: 
                 "error_type": "",
                 "error_message": "",
                 "labels": rng.integers(0, k, per_shard_samples),
-                "scores": rng.random(per_shard_samples, dtype=np.float32),
                 "confidence": rng.random(per_shard_samples, dtype=np.float32),
-                "confusion": confusion.copy(),
-                "calibration": calibration,
+                "top_classes": rng.integers(0, k, (per_shard_samples, top)),
+                "top_scores": rng.random((per_shard_samples, top), dtype=np.float32),
                 "provider": "CUDAExecutionProvider",
                 "session_providers": "CUDAExecutionProvider,CPUExecutionProvider",
                 "batch_size": 64,
@@ -248,7 +245,7 @@ def estimate(report: dict[str, Any]) -> list[dict[str, Any]]:
     T_hi = T0 + n / (N R_w) + S (t_shard + c)       the pipeline's cost per shard paid one after another
     T_lo = T0 + n / (N R_w) + S t_shard / N + S c   ... or spread over the workers
     """
-    from gate.engines.ray_engine import SHARD_BYTES, SHARDS_PER_ACTOR
+    from gate.engines.ray import SHARD_BYTES, SHARDS_PER_ACTOR
 
     cores = report["per_core_img_s"]
     r_cpu = (WORKER_CPUS - 1) / (1 / cores["decode"] + 1 / cores["normalise"])

@@ -2,39 +2,51 @@
 
 * ``tensors/``: preprocessed 8-bit pixels per image dataset (see
   :mod:`gate.datasets.cache`);
-* ``results/``: per-sample predictions per (model SHA-256, dataset SHA-256, execution
-  provider, ONNX Runtime version), so that judging the same model on the same set under
-  another policy skips inference entirely;
+* ``results/``: the predictions table (:mod:`gate.predictions`) per (model SHA-256,
+  dataset SHA-256, execution provider, ONNX Runtime version): the one store of
+  predictions, so that judging the same model on the same set under another policy
+  skips inference entirely, and a stored table can be judged without the model
+  (:func:`stored_predictions`);
 * ``digests/``: each image file's SHA-256 by its stat signature, so loading an unchanged
   set does not read every file;
+* ``hashes/``: the perceptual hashes of each held-out set, for ``leakage`` rules;
 * sessions: loaded ONNX Runtime sessions per (model SHA-256, provider), in memory.
 
-Entries are written to a temporary file and renamed into place, so a reader sees a whole
-entry or none. Keys are content hashes: a changed model, dataset or preprocessing can
-never hit an old entry.
+Entries are written whole or not at all (:mod:`gate.atomic`). Keys are content hashes: a
+changed model, dataset or preprocessing can never hit an old entry. A cache that cannot
+be read or written only costs time: its entry is ignored, with a warning.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
-import os
-import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
-from gate.datasets import TensorCache
-from gate.inference import Predictions, SessionCache
+from gate.atomic import atomic_write
+from gate.datasets import Dataset, TensorCache
+from gate.inference import SessionCache, resolve_provider, runtime_versions
+from gate.predictions import PredictionTable
+from gate.providers import PROVIDERS
 
 log = logging.getLogger(__name__)
 
-_RESULTS_FORMAT = "gate.results/v2"  # v2: with per-sample confidence
+_RESULTS_FORMAT = "gate.results/v3"  # v3: the whole predictions table (v2: predicted class and confidence)
+_METADATA = "metadata."  # prefix of the metadata columns' names in an entry
+_COLUMNS = ("sample_id", "label", "predicted", "confidence", "top_k_class", "top_k_score")
 
 
 class ResultCache:
+    """Predictions tables by content key (see :meth:`key`), one ``.npz`` file each."""
+
     def __init__(self, root: Path) -> None:
         self.root = root
 
@@ -52,39 +64,102 @@ class ResultCache:
         )
         return hashlib.sha256(text.encode()).hexdigest()
 
-    def get(self, key: str, samples: int, n_classes: int) -> Predictions | None:
+    def get(self, key: str, dataset: Dataset | None = None) -> PredictionTable | None:
+        """The stored table, or None when absent or damaged, or when it does not fit
+        ``dataset`` (its classes, sample ids and labels)."""
         path = self.root / f"{key}.npz"
         try:
             with np.load(path, allow_pickle=False) as f:
-                labels, scores, conf = f["labels"], f["scores"], f["confidence"]
+                table = PredictionTable(
+                    classes=tuple(str(c) for c in f["classes"]),
+                    **{name: f[name] for name in _COLUMNS},
+                    metadata={n[len(_METADATA) :]: f[n] for n in f.files if n.startswith(_METADATA)},
+                )
         except FileNotFoundError:
             return None
-        except (OSError, ValueError, KeyError) as e:
+        except (OSError, ValueError, KeyError, TypeError) as e:
             log.warning("ignoring unreadable result cache entry %s: %s", path, e)
             return None
-        if (
-            labels.shape != (samples,)
-            or scores.shape != (samples,)
-            or conf.shape != (samples,)
-            or labels.dtype != np.int64
-            or (samples and (labels.min() < 0 or labels.max() >= n_classes))
-        ):
+        if not _consistent(table) or (dataset is not None and not _fits(table, dataset)):
             log.warning("ignoring result cache entry %s: it does not fit the dataset", path)
             return None
-        return Predictions(labels=labels, scores=scores.astype(np.float32), confidence=conf.astype(np.float32))
+        return table
 
-    def put(self, key: str, predictions: Predictions) -> None:
+    def put(self, key: str, table: PredictionTable) -> None:
+        arrays: dict[str, Any] = {name: getattr(table, name) for name in _COLUMNS}
+        arrays["classes"] = np.asarray(table.classes, dtype=np.str_)
+        arrays.update({_METADATA + name: values for name, values in table.metadata.items()})
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".put-", suffix=".npz", dir=self.root)
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    np.savez(f, labels=predictions.labels, scores=predictions.scores, confidence=predictions.confidence)
-                os.replace(tmp, self.root / f"{key}.npz")
-            finally:
-                Path(tmp).unlink(missing_ok=True)
+            atomic_write(self.root / f"{key}.npz", buffer.getvalue(), fsync=False)
         except OSError as e:  # a cache that cannot be written only costs speed
             log.warning("result cache unavailable at %s: %s", self.root, e)
+
+
+def _consistent(table: PredictionTable) -> bool:
+    k = len(table.classes)
+    indices = (table.label, table.predicted, table.top_k_class)
+    return all(a.dtype == np.int64 and (a.size == 0 or (a.min() >= 0 and a.max() < k)) for a in indices)
+
+
+def _fits(table: PredictionTable, ds: Dataset) -> bool:
+    return (
+        table.classes == tuple(ds.classes)
+        and len(table) == len(ds)
+        and np.array_equal(table.label, np.asarray(ds.labels))
+        and table.sample_id.tolist() == list(ds.sample_ids)
+    )
+
+
+def results_key(model_sha256: str, dataset_sha256: str, provider: str) -> str:
+    """The results cache key of a model on a set with a provider (``auto``, ``cpu``,
+    ``cuda``, or ONNX Runtime's name of the provider that ran) and this ONNX Runtime."""
+    ran = resolve_provider(provider) if provider in PROVIDERS else provider
+    return ResultCache.key(
+        model_sha256=model_sha256,
+        dataset_sha256=dataset_sha256,
+        provider=ran,
+        onnxruntime=runtime_versions()["onnxruntime"],
+    )
+
+
+def stored_predictions(caches: Caches, model_sha256: str, dataset_sha256: str, provider: str) -> PredictionTable | None:
+    """The predictions table an earlier evaluation of this model on this set (by content)
+    stored, when there is one: a new policy can be judged on it without the model."""
+    if caches.results is None:
+        return None
+    return caches.results.get(results_key(model_sha256, dataset_sha256, provider))
+
+
+class HeldoutHashCache:
+    """Perceptual hashes of held-out sets, one ``.npy`` per (dataset SHA-256, hash
+    algorithm and version), so gating a set again with a leakage rule does not decode
+    every image again."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def hashes(
+        self, ds: Dataset, algorithm: str, compute: Callable[[Dataset], npt.NDArray[np.uint64]]
+    ) -> npt.NDArray[np.uint64]:
+        """The set's hashes: stored ones when they fit, else ``compute(ds)``, then stored."""
+        path = self.root / f"{ds.sha256}-{algorithm}.npy"
+        try:
+            kept = np.load(path, allow_pickle=False)
+            if kept.shape == (len(ds),) and kept.dtype == np.uint64:
+                stored: npt.NDArray[np.uint64] = kept
+                return stored
+        except (OSError, ValueError):
+            pass  # absent or damaged: hash again
+        hashes = compute(ds)
+        buffer = io.BytesIO()
+        np.save(buffer, hashes)
+        try:
+            atomic_write(path, buffer.getvalue(), fsync=False)
+        except OSError as e:  # a cache that cannot be written only costs time
+            log.warning("held-out hash cache unavailable at %s: %s", self.root, e)
+        return hashes
 
 
 @dataclass
@@ -93,7 +168,7 @@ class Caches:
     results: ResultCache | None = None
     sessions: SessionCache | None = field(default=None)
     digests: Path | None = None
-    hashes: Path | None = None  # perceptual hashes of held-out sets, for leakage rules
+    hashes: HeldoutHashCache | None = None  # perceptual hashes of held-out sets, for leakage rules
 
     @classmethod
     def at(cls, root: Path, *, sessions: int = 4, threads: int = 0) -> Caches:
@@ -103,5 +178,5 @@ class Caches:
             ResultCache(root / "results"),
             SessionCache(sessions, threads=threads),
             root / "digests",
-            root / "hashes",
+            HeldoutHashCache(root / "hashes"),
         )

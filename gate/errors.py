@@ -38,6 +38,29 @@ class GateError(Exception):
         super().__init_subclass__(**kwargs)
         cls.kind = cls.__name__
 
+    @staticmethod
+    def from_kind(kind: str, message: str) -> GateError:
+        """The error of kind ``kind`` (a class name of this tree, as ``error.type`` and
+        worker processes report it) with ``message``; an unknown kind is an InternalError,
+        so an error that crossed a process boundary never comes back as something milder."""
+        stack: list[type[GateError]] = [GateError]
+        while stack:
+            cls = stack.pop()
+            if cls.kind == kind:
+                return _rebuilt(cls, message)
+            stack.extend(cls.__subclasses__())
+        return InternalError(message)
+
+
+def _rebuilt(cls: type[GateError], message: str) -> GateError:
+    """An instance of ``cls`` carrying ``message`` as it is (PolicyError's problem list is
+    already part of the message it reported)."""
+    error = cls.__new__(cls)
+    GateError.__init__(error, message)
+    if isinstance(error, PolicyError):
+        error.problems = []
+    return error
+
 
 class UserError(GateError):
     """The input (model, dataset, policy, request) is wrong."""

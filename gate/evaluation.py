@@ -3,6 +3,12 @@
 The CLI and the service both call :func:`evaluate`. It never raises for a bad input:
 every failure becomes a Verdict with decision ERROR and an ``error`` naming the culprit.
 Only a complete evaluation in which every block rule passed is PASS.
+
+The steps: resolve the inputs (each model file read once and hashed once), check the
+policy's classes and evidence, run one inference pass per model and set (an engine of
+:mod:`gate.engines`, or the results cache) giving a predictions table, compute every
+number from the tables, judge, and build the verdict. The helpers return what they
+found; only this module's :func:`_run` writes into the Verdict.
 """
 
 from __future__ import annotations
@@ -11,32 +17,21 @@ import datetime as dt
 import hashlib
 import logging
 import os
-import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import numpy.typing as npt
-
-from gate.cache import Caches, ResultCache
-from gate.datasets import Dataset, TensorCacheUse, load_dataset, load_train_sample
-from gate.datasets.prefetch import prefetch
+from gate.cache import Caches, results_key
+from gate.datasets import Dataset, load_dataset, load_train_sample
+from gate.engines import engine_for
+from gate.engines.base import ModelInput, ProgressFn
 from gate.errors import GateError, InternalError, ModelError, RequestError
-from gate.inference import (
-    Predictions,
-    auto_batch_size,
-    check_compatible,
-    load_model,
-    predict,
-    resolve_provider,
-    runtime_versions,
-)
+from gate.inference import resolve_provider, runtime_versions
 from gate.metrics import ClassificationMetrics
 from gate.policy import Policy, apply_policy, load_policy
 from gate.policy.context import NEEDS, BaselineRun, LeakageInputs, RuleContext, TrainSample
+from gate.predictions import PredictionTable, check_predictions_path, write_predictions
 from gate.providers import Engine, Provider
 from gate.stats import mcnemar_exact, paired_bootstrap
 from gate.verdict import Decision, Verdict, decide
@@ -46,26 +41,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ProgressFn = Callable[[int, int], None]
 PathLike = str | os.PathLike[str]
-
-
-def _read_model(model: bytes | PathLike, what: str = "model") -> tuple[bytes, str]:
-    if isinstance(model, bytes):
-        return model, "<bytes>"
-    path = Path(model)
-    try:
-        return path.read_bytes(), str(path)
-    except FileNotFoundError as e:
-        raise ModelError(f"{what} file not found: {path}") from e
-    except IsADirectoryError as e:
-        raise ModelError(f"{what} path is a directory, not an ONNX file: {path}") from e
-    except OSError as e:
-        raise ModelError(f"cannot read {what} file {path}: {e.strerror}") from e
+ModelSource = bytes | PathLike
 
 
 def evaluate(
-    model: bytes | PathLike,
+    model: ModelSource,
     dataset: Dataset | PathLike,
     policy: Policy | PathLike,
     *,
@@ -74,11 +55,14 @@ def evaluate(
     progress: ProgressFn | None = None,
     model_name: str | None = None,
     caches: Caches | None = None,
-    baseline: bytes | PathLike | None = None,
+    baseline: ModelSource | None = None,
     baseline_name: str | None = None,
     fingerprint: bytes | PathLike | None = None,
     engine: Engine = "local",
     ray_address: str | None = None,
+    model_sha256: str | None = None,
+    baseline_sha256: str | None = None,
+    predictions_out: PathLike | None = None,
 ) -> Verdict:
     """Run ``model`` on ``dataset`` and judge it by ``policy``; never raises for bad input.
 
@@ -87,14 +71,17 @@ def evaluate(
     ``model_name`` names the model in the verdict instead of its path. ``caches`` (see
     :mod:`gate.cache`) lets repeated evaluations skip decoding, session creation and,
     for a model and set already evaluated, inference; the verdict's ``runtime.cache``
-    says what was reused.
+    says what was reused. ``model_sha256`` / ``baseline_sha256``: the SHA-256 the model
+    files should have; the bytes read are checked against it (ModelError otherwise).
 
     ``baseline`` is the champion model: it runs on the same samples, the verdict's
     ``baseline`` section compares the two (paired bootstrap interval of the accuracy
     difference, McNemar table), and ``baseline`` rules judge the comparison.
     ``fingerprint`` is a training fingerprint file (``gate fingerprint``) for ``leakage``
     rules. ``engine="ray"`` shards inference over a Ray cluster (``ray_address``, or a
-    local one); the verdict is the same as the local engine's.
+    local one); the verdict is the same as the local engine's. ``predictions_out``
+    (``.csv`` or ``.parquet``) receives the candidate's predictions table when the
+    verdict is PASS or FAIL (see :mod:`gate.predictions`).
     """
     started = time.perf_counter()
     verdict = Verdict(
@@ -104,16 +91,10 @@ def evaluate(
     )
     name = model_name if model_name is not None else None if isinstance(model, bytes) else str(model)
     verdict.model = {"sha256": None, "path": name}
-    request = _Request(
-        provider=provider,
-        batch_size=batch_size,
-        progress=progress,
-        caches=caches or Caches(),
-        engine=engine,
-        ray_address=ray_address,
-    )
+    request = _Request(provider, batch_size, progress, caches or Caches(), engine, ray_address)
     try:
-        _run(verdict, model, dataset, policy, request, baseline, baseline_name, fingerprint)
+        inputs = _Inputs(model, model_sha256, baseline, baseline_name, baseline_sha256, fingerprint, predictions_out)
+        _run(verdict, dataset, policy, inputs, request)
     except GateError as e:
         verdict.decision = Decision.ERROR
         verdict.error = {"type": e.kind, "message": e.message}
@@ -125,7 +106,7 @@ def evaluate(
     return verdict
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Request:
     provider: Provider
     batch_size: int | None
@@ -135,85 +116,28 @@ class _Request:
     ray_address: str | None
 
 
-@dataclass
-class _Run:
-    """One model on one set: its predictions and metrics, and how they were obtained."""
+@dataclass(frozen=True)
+class _Inputs:
+    """The models and evidence of one request, as the caller gave them."""
 
-    sha256: str
-    size: int
-    predictions: Predictions
+    model: ModelSource
+    model_sha256: str | None
+    baseline: ModelSource | None
+    baseline_name: str | None
+    baseline_sha256: str | None
+    fingerprint: bytes | PathLike | None
+    predictions_out: PathLike | None
+
+
+@dataclass(frozen=True)
+class _Run:
+    """One model on one set: its predictions table, the metrics from it, and how they were obtained."""
+
+    model: ModelInput
+    table: PredictionTable
     metrics: ClassificationMetrics
     runtime: dict[str, Any]
     cache: dict[str, str]
-
-
-def _run_model(data: bytes, sha: str, source: str, ds: Dataset, req: _Request, *, progress: ProgressFn | None) -> _Run:
-    """Run one model (``sha``: its SHA-256) over one set with the requested engine; results cache first."""
-    caches = req.caches
-    cache_report: dict[str, str] = {}
-    key = ResultCache.key(
-        model_sha256=sha,
-        dataset_sha256=ds.sha256,
-        provider=resolve_provider(req.provider),
-        onnxruntime=runtime_versions()["onnxruntime"],
-    )
-    preds = caches.results.get(key, len(ds), len(ds.classes)) if caches.results else None
-    metrics: ClassificationMetrics | None = None
-    if preds is not None:
-        # the same model on the same set with the same runtime: its predictions are known
-        cache_report["results"] = "hit"
-        runtime: dict[str, Any] = {
-            **runtime_versions(),
-            "provider": resolve_provider(req.provider),
-            "requested_provider": req.provider,
-        }
-        if progress is not None:
-            progress(len(ds), len(ds))
-    elif req.engine == "ray":
-        from gate.engines.ray_engine import evaluate_sharded
-
-        sharded = evaluate_sharded(
-            data,
-            ds,
-            provider=req.provider,
-            batch_size=req.batch_size,
-            address=req.ray_address,
-            progress=progress,
-            source=source,
-        )
-        preds = sharded.predictions
-        runtime = {**runtime_versions(), "requested_provider": req.provider, **sharded.runtime}
-        # the verdict's numbers come from the reduced per-shard counts
-        metrics = ClassificationMetrics.from_confusion(sharded.confusion, ds.classes, sharded.calibration)
-    else:
-        if caches.sessions is not None:
-            loaded, session_hit = caches.sessions.get(data, provider=req.provider, source=source)
-            cache_report["session"] = "hit" if session_hit else "miss"
-        else:
-            loaded = load_model(data, provider=req.provider, source=source)
-        runtime = loaded.runtime()
-        check_compatible(loaded, ds.classes, ds.sample_shape)
-        size = loaded.fixed_batch or req.batch_size or auto_batch_size(ds.sample_shape)
-        runtime["batch_size"] = size
-        runtime["io_binding"] = loaded.provider == "CUDAExecutionProvider"
-        tensor_use = TensorCacheUse()
-        batches = caches.tensors.batches(ds, size, tensor_use) if caches.tensors else ds.batches(size)
-        preds = predict(
-            loaded,
-            prefetch(batches),
-            n_classes=len(ds.classes),
-            total=len(ds),
-            sample_ids=ds.sample_ids,
-            progress=progress,
-        )
-        if caches.tensors is not None:
-            cache_report["tensors"] = tensor_use.status
-    if cache_report.get("results") != "hit" and caches.results is not None:
-        caches.results.put(key, preds)
-        cache_report["results"] = "miss"
-    if metrics is None:
-        metrics = ClassificationMetrics.from_predictions(ds.labels, preds.labels, ds.classes, preds.confidence)
-    return _Run(sha, len(data), preds, metrics, runtime, cache_report)
 
 
 def check_evidence(pol: Policy, ds: Dataset, *, has_baseline: bool, has_fingerprint: bool) -> None:
@@ -236,24 +160,13 @@ def check_evidence(pol: Policy, ds: Dataset, *, has_baseline: bool, has_fingerpr
         )
 
 
-def _run(
-    verdict: Verdict,
-    model: bytes | PathLike,
-    dataset: Dataset | PathLike,
-    policy: Policy | PathLike,
-    req: _Request,
-    baseline: bytes | PathLike | None,
-    baseline_name: str | None,
-    fingerprint: bytes | PathLike | None,
-) -> None:
+def _run(verdict: Verdict, dataset: Dataset | PathLike, policy: Policy | PathLike, inp: _Inputs, req: _Request) -> None:
     if req.batch_size is not None and req.batch_size < 1:
         raise RequestError(f"batch_size={req.batch_size} is not valid; it should be >= 1")
-    if req.engine not in ("local", "ray"):
-        raise RequestError(f"unknown engine '{req.engine}'; choose local or ray")
+    engine_for(req.engine)  # an unknown engine is refused before anything is read
     pol = policy if isinstance(policy, Policy) else load_policy(policy)
     verdict.policy = pol.to_dict()
-    caches = req.caches
-    ds = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, digest_cache=caches.digests)
+    ds = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, digest_cache=req.caches.digests)
     verdict.dataset = {
         "name": ds.name,
         "sha256": ds.sha256,
@@ -262,26 +175,28 @@ def _run(
         "source": str(ds.source_path),
     }
     pol.check_classes(ds.classes)
-    check_evidence(pol, ds, has_baseline=baseline is not None, has_fingerprint=fingerprint is not None)
-    prints = _read_fingerprint(fingerprint) if fingerprint is not None else None
+    check_evidence(pol, ds, has_baseline=inp.baseline is not None, has_fingerprint=inp.fingerprint is not None)
+    prints = _read_fingerprint(inp.fingerprint) if inp.fingerprint is not None else None
+    if inp.predictions_out is not None:
+        check_predictions_path(inp.predictions_out)
 
-    data, source = _read_model(model, "model")
-    source = verdict.model["path"] or source  # messages name the model as the caller does
-    sha = hashlib.sha256(data).hexdigest()
-    verdict.model = {"sha256": sha, "path": verdict.model["path"], "bytes": len(data)}
-    run = _run_model(data, sha, source, ds, req, progress=req.progress)
+    candidate = _read_model(inp.model, "model", verdict.model["path"], inp.model_sha256)
+    verdict.model = {"sha256": candidate.sha256, "path": verdict.model["path"], "bytes": len(candidate.data)}
+    run = _run_model(candidate, ds, req, progress=req.progress)
     verdict.runtime = run.runtime
     if run.cache:
         verdict.runtime["cache"] = run.cache
     verdict.metrics = run.metrics.to_dict()
     context = RuleContext(run.metrics)
-
-    if baseline is not None:
-        context = replace(context, baseline=_run_baseline(verdict, baseline, baseline_name, ds, run, req))
+    if inp.baseline is not None:
+        champion = _run_baseline(inp, ds, req)
+        verdict.baseline, evidence = _comparison(champion, _baseline_label(inp), run)
+        context = replace(context, baseline=evidence)
     if "train_sample" in pol.needs:
-        context = replace(context, train_sample=_run_train_sample(verdict, data, source, ds, req))
+        verdict.train_sample, train = _run_train_sample(candidate, ds, req)
+        context = replace(context, train_sample=train)
     if prints is not None:
-        context = replace(context, leakage=_leakage_inputs(ds, prints, caches))
+        context = replace(context, leakage=_leakage_inputs(ds, prints, req.caches))
 
     verdict.rules = apply_policy(pol, run.metrics, context)
     verdict.decision = decide(verdict.rules)
@@ -291,53 +206,111 @@ def _run(
             "type": InternalError.kind,
             "message": "; ".join(f"rule '{r.id}': {r.message}" for r in failed) or "no rule results",
         }
+    elif inp.predictions_out is not None:
+        _export(run.table, inp.predictions_out)
 
 
-def _run_baseline(
-    verdict: Verdict, baseline: bytes | PathLike, name: str | None, ds: Dataset, run: _Run, req: _Request
-) -> BaselineRun:
-    """Run the champion on the same samples and record the paired comparison."""
-    data, _source = _read_model(baseline, "baseline model")
-    label = name if name is not None else None if isinstance(baseline, bytes) else str(baseline)
+def _baseline_label(inp: _Inputs) -> str | None:
+    """How the verdict names the champion: as the caller does, or by its path."""
+    if inp.baseline_name is not None:
+        return inp.baseline_name
+    return None if isinstance(inp.baseline, bytes) else str(inp.baseline)
+
+
+def _read_model(model: ModelSource, what: str, name: str | None, expected_sha256: str | None) -> ModelInput:
+    """The model's bytes, read once, and their SHA-256, computed once (and checked against
+    ``expected_sha256`` when the caller knows what the file should hold)."""
+    if isinstance(model, bytes):
+        data, where = model, "<bytes>"
+    else:
+        path = Path(model)
+        where = str(path)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError as e:
+            raise ModelError(f"{what} file not found: {path}") from e
+        except IsADirectoryError as e:
+            raise ModelError(f"{what} path is a directory, not an ONNX file: {path}") from e
+        except OSError as e:
+            raise ModelError(f"cannot read {what} file {path}: {e.strerror}") from e
     sha = hashlib.sha256(data).hexdigest()
-    shown = label or f"sha256 {sha[:12]}"
+    source = name or where  # messages name the model as the caller does
+    if expected_sha256 is not None and sha != expected_sha256.lower():
+        raise ModelError(
+            f"{what} file {source} changed or damaged on disk: its sha256 is {sha}, expected {expected_sha256}"
+        )
+    return ModelInput(data, sha, source)
+
+
+def _run_model(model: ModelInput, ds: Dataset, req: _Request, *, progress: ProgressFn | None) -> _Run:
+    """One model over one set: the table from the results cache, else from the requested engine."""
+    results = req.caches.results
+    key = results_key(model.sha256, ds.sha256, req.provider)
+    table = results.get(key, ds) if results is not None else None
+    if table is not None:
+        # the same model on the same set with the same runtime: its predictions are known
+        runtime = {**runtime_versions(), "provider": resolve_provider(req.provider), "requested_provider": req.provider}
+        if progress is not None:
+            progress(len(ds), len(ds))
+        return _Run(model, table, table.metrics(), runtime, {"results": "hit"})
+    engine = engine_for(req.engine, ray_address=req.ray_address)
+    ran = engine.run(model, ds, provider=req.provider, batch_size=req.batch_size, progress=progress, caches=req.caches)
+    if results is not None:
+        results.put(key, ran.table)
+        ran.cache["results"] = "miss"
+    return _Run(model, ran.table, ran.table.metrics(), ran.runtime, ran.cache)
+
+
+def _run_baseline(inp: _Inputs, ds: Dataset, req: _Request) -> _Run:
+    """The champion on the candidate's samples; its errors say they are about the champion."""
+    assert inp.baseline is not None
+    label = _baseline_label(inp)
+    data = _read_model(inp.baseline, "baseline model", label, inp.baseline_sha256)
+    shown = label or f"sha256 {data.sha256[:12]}"
     try:
-        champion = _run_model(data, sha, f"(baseline) {shown}", ds, req, progress=None)
+        return _run_model(replace(data, source=f"(baseline) {shown}"), ds, req, progress=None)
     except GateError as e:  # the same kind of error, saying which model it was about
         e.message = f"baseline model {shown}: {e.message}"
         e.args = (e.message,)
         raise
-    champion_correct = champion.predictions.labels == ds.labels
-    challenger_correct = run.predictions.labels == ds.labels
+
+
+def _comparison(champion: _Run, label: str | None, candidate: _Run) -> tuple[dict[str, Any], BaselineRun]:
+    """The verdict's ``baseline`` section and the evidence ``baseline`` rules judge: the
+    two tables paired sample by sample."""
+    champion_correct, challenger_correct = champion.table.correct, candidate.table.correct
     interval = paired_bootstrap(champion_correct, challenger_correct)
-    verdict.baseline = {
-        "model": {"sha256": champion.sha256, "path": label, "bytes": champion.size},
+    model = {"sha256": champion.model.sha256, "path": label, "bytes": len(champion.model.data)}
+    section = {
+        "model": model,
         "metrics": champion.metrics.to_dict(),
         "comparison": {
             "accuracy_difference": interval.to_dict() if interval is not None else None,
             "mcnemar": mcnemar_exact(champion_correct, challenger_correct).to_dict(),
         },
     }
-    return BaselineRun(
-        model=verdict.baseline["model"],
+    evidence = BaselineRun(
+        model=model,
         metrics=champion.metrics,
-        labels=ds.labels,
+        labels=candidate.table.label,
         champion_correct=champion_correct,
         challenger_correct=challenger_correct,
     )
+    return section, evidence
 
 
-def _run_train_sample(verdict: Verdict, data: bytes, source: str, ds: Dataset, req: _Request) -> TrainSample:
+def _run_train_sample(model: ModelInput, ds: Dataset, req: _Request) -> tuple[dict[str, Any], TrainSample]:
+    """The candidate on the set's training sample: the verdict's ``train_sample`` section and the evidence."""
     train = load_train_sample(ds, digest_cache=req.caches.digests)
-    run = _run_model(data, verdict.model["sha256"], source, train, req, progress=None)
-    verdict.train_sample = {
+    run = _run_model(model, train, req, progress=None)
+    section = {
         "name": train.name,
         "sha256": train.sha256,
         "samples": len(train),
         "source": str(train.source_path),
         "metrics": run.metrics.to_dict(),
     }
-    return TrainSample(train.name, str(train.source_path), run.metrics)
+    return section, TrainSample(train.name, str(train.source_path), run.metrics)
 
 
 def _read_fingerprint(fingerprint: bytes | PathLike) -> Fingerprints:
@@ -347,39 +320,17 @@ def _read_fingerprint(fingerprint: bytes | PathLike) -> Fingerprints:
 
 
 def _leakage_inputs(ds: Dataset, prints: Fingerprints, caches: Caches) -> LeakageInputs:
-    """The held-out set's perceptual hashes (kept per dataset content, so that gating the
-    same set again does not decode every image again) and the training fingerprints."""
+    """The held-out set's perceptual hashes (kept per dataset content by the hash cache)
+    and the training fingerprints."""
     from gate.fingerprint import HASH_ALGORITHM, HASH_ALGORITHM_VERSION, hash_dataset
 
-    path = (
-        caches.hashes / f"{ds.sha256}-{HASH_ALGORITHM}-{HASH_ALGORITHM_VERSION}.npy"
-        if caches.hashes is not None
-        else None
-    )
-    hashes = None
-    if path is not None:
-        try:
-            kept = np.load(path, allow_pickle=False)
-            if kept.shape == (len(ds),) and kept.dtype == np.uint64:
-                hashes = kept
-        except (OSError, ValueError):
-            pass  # absent or damaged: hash again
-    if hashes is None:
-        hashes = hash_dataset(ds)
-        if path is not None:
-            _write_atomically(path, hashes)
+    algorithm = f"{HASH_ALGORITHM}-{HASH_ALGORITHM_VERSION}"
+    hashes = caches.hashes.hashes(ds, algorithm, hash_dataset) if caches.hashes is not None else hash_dataset(ds)
     return LeakageInputs(hashes, ds.sample_ids, prints, prints.sha256)
 
 
-def _write_atomically(path: Path, array: npt.NDArray[Any]) -> None:
+def _export(table: PredictionTable, path: PathLike) -> None:
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".put-", suffix=".npy", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.save(f, array)
-            os.replace(tmp, path)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
-    except OSError as e:  # a cache that cannot be written only costs time
-        log.warning("held-out hash cache unavailable at %s: %s", path.parent, e)
+        write_predictions(table, path)
+    except OSError as e:
+        raise RequestError(f"cannot write predictions file {path}: {e.strerror or e}") from e

@@ -33,6 +33,7 @@ import numpy.typing as npt
 import onnxruntime as ort
 
 from gate.errors import ModelError, ProviderError
+from gate.predictions import TOP_K, top_k
 from gate.providers import CPU, CUDA, PROVIDERS, Provider
 
 log = logging.getLogger(__name__)
@@ -276,8 +277,12 @@ def _refuse_external_data(data: bytes, source: str) -> None:
     raise ModelError(f"model {source} keeps tensor '{name}' in an external file '{location}'{more}; {fix}")
 
 
-def load_model(data: bytes, *, provider: Provider = "auto", source: str = "<bytes>", threads: int = 0) -> LoadedModel:
-    """Create a session for ONNX bytes on the requested provider and check its signature."""
+def load_model(
+    data: bytes, *, provider: Provider = "auto", source: str = "<bytes>", threads: int = 0, sha256: str | None = None
+) -> LoadedModel:
+    """Create a session for ONNX bytes on the requested provider and check its signature.
+
+    ``sha256`` is the bytes' SHA-256 when the caller already knows it (it is not computed again)."""
     if provider not in PROVIDERS:
         raise ProviderError(f"provider={provider!r} is not valid. It should be one of {', '.join(PROVIDERS)}.")
     if not data:
@@ -313,39 +318,10 @@ def load_model(data: bytes, *, provider: Provider = "auto", source: str = "<byte
         notes.append("CUDA execution provider is listed but could not be initialised; ran on CPU")
         log.info(notes[-1])
 
-    inputs, outputs = session.get_inputs(), session.get_outputs()
-    if len(inputs) != 1:
-        names = ", ".join(f"'{i.name}'" for i in inputs)
-        raise ModelError(f"model {source} has {len(inputs)} inputs ({names}); gate needs exactly one image input")
-    if len(outputs) != 1:
-        names = ", ".join(f"'{o.name}'" for o in outputs)
-        raise ModelError(
-            f"model {source} has {len(outputs)} outputs ({names}); gate needs exactly one (N, K) scores output"
-        )
-    inp, out = inputs[0], outputs[0]
-    if inp.type not in _ORT_TYPES:
-        raise ModelError(f"model {source} input '{inp.name}' has type {inp.type}; gate feeds numeric tensors")
-    out_shape = tuple(out.shape) if out.shape is not None else ()
-    if out.shape is not None and len(out_shape) != 2:
-        raise ModelError(
-            f"model {source} output '{out.name}' has rank {len(out_shape)} (shape {list(out_shape)});"
-            " gate needs (N, K) scores"
-        )
-
-    classes: list[str] | None = None
-    meta = session.get_modelmeta().custom_metadata_map
-    if "classes" in meta:
-        try:
-            parsed = json.loads(meta["classes"])
-        except json.JSONDecodeError as e:
-            raise ModelError(f"model {source} metadata 'classes' is not JSON: {e}") from e
-        if not isinstance(parsed, list) or not all(isinstance(c, str) for c in parsed):
-            raise ModelError(f"model {source} metadata 'classes' must be a JSON list of strings")
-        classes = parsed
-
+    inp, out, out_shape = _signature(session, source)
     return LoadedModel(
         session=session,
-        sha256=hashlib.sha256(data).hexdigest(),
+        sha256=sha256 if sha256 is not None else hashlib.sha256(data).hexdigest(),
         source=source,
         provider=actual,
         input_name=inp.name,
@@ -353,10 +329,68 @@ def load_model(data: bytes, *, provider: Provider = "auto", source: str = "<byte
         input_dtype=_ORT_TYPES[inp.type],
         output_name=out.name,
         output_shape=out_shape,
-        classes=classes,
+        classes=_metadata_classes(session, source),
         requested_provider=provider,
         notes=notes,
     )
+
+
+def _signature(session: ort.InferenceSession, source: str) -> tuple[Any, Any, tuple[int | str | None, ...]]:
+    """The model's one input and one output, and the output's shape as far as it is known;
+    ModelError for anything else than one numeric input and one tensor output of rank 2."""
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    if len(inputs) != 1:
+        names = ", ".join(f"'{i.name}'" for i in inputs)
+        raise ModelError(f"model {source} has {len(inputs)} inputs ({names}); gate needs exactly one image input")
+    if len(outputs) != 1:
+        names = ", ".join(f"'{o.name}' ({_described(o.type)})" for o in outputs)
+        raise ModelError(
+            f"model {source} has {len(outputs)} outputs ({names}); gate needs exactly one (N, K) scores output"
+        )
+    inp, out = inputs[0], outputs[0]
+    if inp.type not in _ORT_TYPES:
+        raise ModelError(f"model {source} input '{inp.name}' has type {inp.type}; gate feeds numeric tensors")
+    if not str(out.type).startswith("tensor("):
+        raise ModelError(
+            f"model {source} output '{out.name}' is {_described(out.type)}, not a tensor; gate needs one (N, K)"
+            " tensor of scores (a scikit-learn classifier converted with its default ZipMap answers a sequence of"
+            " maps: convert it with the ZipMap disabled, e.g. skl2onnx options={'zipmap': False}, and keep only"
+            " the probabilities output)"
+        )
+    out_shape = tuple(out.shape) if out.shape is not None else ()
+    # ONNX Runtime reports rank 0 when the declared shape cannot be merged with the one it
+    # infers (or none is declared): the real shape is checked on every batch instead
+    if len(out_shape) not in (0, 2):
+        raise ModelError(
+            f"model {source} output '{out.name}' has rank {len(out_shape)} (shape {list(out_shape)});"
+            " gate needs (N, K) scores"
+        )
+    return inp, out, out_shape
+
+
+def _described(ort_type: str) -> str:
+    """An ONNX Runtime value type in words: ``seq(map(int64,tensor(float)))`` is a sequence of maps."""
+    if ort_type.startswith("seq(map("):
+        return f"a sequence of maps ({ort_type})"
+    if ort_type.startswith("seq("):
+        return f"a sequence ({ort_type})"
+    if ort_type.startswith("map("):
+        return f"a map ({ort_type})"
+    return f"a {ort_type}"
+
+
+def _metadata_classes(session: ort.InferenceSession, source: str) -> list[str] | None:
+    """The class names the model declares in its metadata ``classes``, when it does."""
+    meta = session.get_modelmeta().custom_metadata_map
+    if "classes" not in meta:
+        return None
+    try:
+        parsed = json.loads(meta["classes"])
+    except json.JSONDecodeError as e:
+        raise ModelError(f"model {source} metadata 'classes' is not JSON: {e}") from e
+    if not isinstance(parsed, list) or not all(isinstance(c, str) for c in parsed):
+        raise ModelError(f"model {source} metadata 'classes' must be a JSON list of strings")
+    return parsed
 
 
 def check_compatible(model: LoadedModel, classes: Sequence[str], sample_shape: tuple[int, ...]) -> None:
@@ -398,15 +432,19 @@ class SessionCache:
         self._entries: OrderedDict[tuple[str, str], LoadedModel] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, data: bytes, *, provider: Provider, source: str) -> tuple[LoadedModel, bool]:
-        """The loaded model for ``data`` and whether it came from the cache."""
-        key = (hashlib.sha256(data).hexdigest(), provider)
+    def get(
+        self, data: bytes, *, provider: Provider, source: str, sha256: str | None = None
+    ) -> tuple[LoadedModel, bool]:
+        """The loaded model for ``data`` and whether it came from the cache. ``sha256``: the
+        bytes' SHA-256 when the caller knows it (evaluations hash each model once)."""
+        digest = sha256 if sha256 is not None else hashlib.sha256(data).hexdigest()
+        key = (digest, provider)
         with self._lock:
             hit = self._entries.get(key)
             if hit is not None:
                 self._entries.move_to_end(key)
                 return dataclasses.replace(hit, source=source, notes=list(hit.notes)), True
-        loaded = load_model(data, provider=provider, source=source, threads=self.threads)
+        loaded = load_model(data, provider=provider, source=source, threads=self.threads, sha256=digest)
         with self._lock:
             self._entries[key] = loaded
             while len(self._entries) > self.capacity:
@@ -436,27 +474,19 @@ def auto_batch_size(sample_shape: tuple[int, ...], itemsize: int = 4) -> int:
 
 @dataclass
 class Predictions:
-    """Per-sample outputs kept after inference: the predicted class, its score and the
-    probability the model gave it."""
+    """Per-sample outputs kept after inference: the predicted class, the probability the
+    model gave it, and the most probable classes with their probabilities."""
 
-    labels: npt.NDArray[np.int64]
-    scores: npt.NDArray[np.float32]  # the winning score (logit or probability) per sample
+    labels: npt.NDArray[np.int64]  # the predicted class per sample
     confidence: npt.NDArray[np.float32]  # the winning class's probability (see `confidences`)
+    top_classes: npt.NDArray[np.int64]  # (N, k) the k most probable classes, best first
+    top_scores: npt.NDArray[np.float32]  # (N, k) their probabilities
 
 
 def confidences(y: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
-    """The probability of the predicted class, per row of scores.
-
-    A row that already is a probability distribution (no negative value, summing to 1
-    within 1e-3) is taken as it is; any other row is read as logits and goes through a
-    softmax. Deciding per row keeps the result independent of how samples are batched.
-    """
-    z = np.asarray(y, dtype=np.float64)
-    top = z.max(axis=1)
-    is_prob = (z.min(axis=1) >= 0.0) & (np.abs(z.sum(axis=1) - 1.0) <= 1e-3)
-    softmax_top = 1.0 / np.exp(z - top[:, None]).sum(axis=1)
-    out: npt.NDArray[np.float32] = np.clip(np.where(is_prob, top, softmax_top), 0.0, 1.0).astype(np.float32)
-    return out
+    """The probability of the predicted class, per row of scores (the rule of
+    :func:`gate.predictions.probabilities`: a probability row as it is, else a softmax)."""
+    return top_k(y, 1)[1][:, 0]
 
 
 def _chunks(model: LoadedModel, batches: Iterable[npt.NDArray[Any]]) -> Iterator[tuple[int, npt.NDArray[Any]]]:
@@ -547,44 +577,55 @@ def predict(
     progress: Callable[[int, int], None] | None = None,
     io_binding: bool = True,
 ) -> Predictions:
-    """Run every batch; check each output; keep argmax and its score.
+    """Run every batch; check each output; keep the top classes and their probabilities.
 
     On CUDA, ``io_binding`` stages inputs on the device a batch ahead (see
     :func:`_run_bound`); elsewhere, and with ``io_binding=False``, plain ``run``.
     """
-    labels = np.empty(total, dtype=np.int64)
-    scores = np.empty(total, dtype=np.float32)
-    confidence = np.empty(total, dtype=np.float32)
+    k = min(TOP_K, n_classes)
+    top_classes = np.empty((total, k), dtype=np.int64)
+    top_scores = np.empty((total, k), dtype=np.float32)
     done = 0
     runner = _run_bound if io_binding and model.provider == CUDA else _run_plain
     for y in runner(model, _chunks(model, batches)):
         n = len(y)
-        if y.ndim != 2:
-            raise ModelError(
-                f"model {model.source} output '{model.output_name}' has shape {list(y.shape)} for a batch of {n};"
-                " gate needs (N, K) scores"
-            )
-        if y.shape[1] != n_classes:
-            raise ModelError(f"model {model.source} outputs {y.shape[1]} classes; the dataset has {n_classes}")
-        if not np.issubdtype(y.dtype, np.floating) and not np.issubdtype(y.dtype, np.integer):
-            raise ModelError(f"model {model.source} output has non-numeric type {y.dtype}")
-        finite = np.isfinite(y).all(axis=1) if np.issubdtype(y.dtype, np.floating) else None
-        if finite is not None and not finite.all():
-            bad = int(np.argmin(finite))
-            sid = sample_ids[done + bad] if sample_ids is not None else f"#{done + bad}"
-            kind = "NaN" if np.isnan(y[bad]).any() else "Inf"
-            raise ModelError(
-                f"model {model.source} output holds {kind} for sample {sid} (index {done + bad});"
-                " a model that emits non-finite scores cannot be judged"
-            )
+        _check_output(model, y, n_classes, done, sample_ids)
         if done + n > total:
             raise ModelError(f"the dataset yielded more than its {total} samples")
-        labels[done : done + n] = np.argmax(y, axis=1)
-        scores[done : done + n] = np.max(y, axis=1)
-        confidence[done : done + n] = confidences(y)
+        top_classes[done : done + n], top_scores[done : done + n] = top_k(y, k)
         done += n
         if progress is not None:
             progress(done, total)
     if done != total:
         raise ModelError(f"inference covered {done} of {total} samples")
-    return Predictions(labels=labels, scores=scores, confidence=confidence)
+    return Predictions(
+        labels=top_classes[:, 0].copy(),
+        confidence=top_scores[:, 0].copy(),
+        top_classes=top_classes,
+        top_scores=top_scores,
+    )
+
+
+def _check_output(
+    model: LoadedModel, y: npt.NDArray[Any], n_classes: int, done: int, sample_ids: Sequence[str] | None
+) -> None:
+    """ModelError unless one batch's output is (n, K) finite numbers."""
+    if y.ndim != 2:
+        declared = f" (declared {list(model.output_shape)})" if model.output_shape else ""
+        raise ModelError(
+            f"model {model.source} output '{model.output_name}' has shape {list(y.shape)} for a batch of {len(y)}"
+            f"{declared}; gate needs (N, K) scores: one row of K class scores per sample"
+        )
+    if y.shape[1] != n_classes:
+        raise ModelError(f"model {model.source} outputs {y.shape[1]} classes; the dataset has {n_classes}")
+    if not np.issubdtype(y.dtype, np.floating) and not np.issubdtype(y.dtype, np.integer):
+        raise ModelError(f"model {model.source} output has non-numeric type {y.dtype}")
+    finite = np.isfinite(y).all(axis=1) if np.issubdtype(y.dtype, np.floating) else None
+    if finite is not None and not finite.all():
+        bad = int(np.argmin(finite))
+        sid = sample_ids[done + bad] if sample_ids is not None else f"#{done + bad}"
+        kind = "NaN" if np.isnan(y[bad]).any() else "Inf"
+        raise ModelError(
+            f"model {model.source} output holds {kind} for sample {sid} (index {done + bad});"
+            " a model that emits non-finite scores cannot be judged"
+        )

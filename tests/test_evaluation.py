@@ -8,7 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import pytest
 
+from gate import errors
+from gate.cache import Caches, stored_predictions
 from gate.datasets import Dataset, load_dataset
 from gate.evaluation import evaluate
 from gate.metrics import ClassificationMetrics
@@ -108,3 +111,30 @@ def test_error_verdict_keeps_what_was_known(tmp_path: Path) -> None:
     v = evaluate(b"not onnx", _npz(tmp_path), parse_policy(POLICY), provider="cpu")
     assert v.decision is Decision.ERROR and v.error is not None and v.error["type"] == "ModelError"
     assert v.dataset["samples"] == 150 and v.policy["name"] == "t" and v.metrics is None and v.rules == []
+
+
+@pytest.mark.parametrize(
+    ("kind", "cls"),
+    [
+        ("ModelError", errors.ModelError),
+        ("DatasetError", errors.DatasetError),
+        ("PolicyError", errors.PolicyError),
+        ("CancelledError", errors.CancelledError),
+        ("EvaluationTimeoutError", errors.EvaluationTimeoutError),
+        ("GateError", errors.GateError),
+        ("SomethingNew", errors.InternalError),  # never milder than an internal error
+        ("ValueError", errors.InternalError),
+    ],
+)
+def test_an_error_is_rebuilt_from_its_kind(kind: str, cls: type[errors.GateError]) -> None:
+    rebuilt = errors.GateError.from_kind(kind, "shard 2 of 8: the message as it was")
+    assert type(rebuilt) is cls and rebuilt.kind == cls.kind
+    assert rebuilt.message == str(rebuilt) == "shard 2 of 8: the message as it was"
+
+
+def test_the_verdict_numbers_come_from_the_predictions_table(tmp_path: Path) -> None:
+    ds = load_dataset(_npz(tmp_path))
+    v = evaluate(lookup_model(3), ds, parse_policy(POLICY), provider="cpu", caches=Caches.at(tmp_path / "c"))
+    table = stored_predictions(Caches.at(tmp_path / "c"), v.model["sha256"], ds.sha256, "cpu")
+    assert table is not None and table.metrics().to_dict() == v.metrics
+    assert v.metrics["confusion_matrix"] == TUTORIAL

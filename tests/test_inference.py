@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 
 from gate.errors import ModelError, ProviderError
 from gate.inference import check_compatible, cuda_runs, load_model, predict
@@ -183,3 +185,77 @@ def test_runtime_failure_is_a_model_error() -> None:
 def test_unknown_provider_is_refused() -> None:
     with pytest.raises(ProviderError, match="provider='tpu' is not valid"):
         load_model(lookup_model(3), provider="tpu")  # type: ignore[arg-type]
+
+
+def _identity_output(output: onnx.ValueInfoProto, nodes: list[onnx.NodeProto], domains: dict[str, int]) -> bytes:
+    """x (N, 3) in, ``nodes`` making ``output``: a model whose output is what ``output`` declares."""
+    graph = helper.make_graph(
+        nodes, "gate-test", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])], [output]
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in domains.items()])
+    model.ir_version = 9
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def test_a_zipmap_output_is_named_for_what_it_is() -> None:
+    """scikit-learn classifiers converted with their default ZipMap answer one map per sample."""
+    maps = helper.make_sequence_type_proto(
+        helper.make_map_type_proto(TensorProto.INT64, helper.make_tensor_type_proto(TensorProto.FLOAT, []))
+    )
+    zipmap = helper.make_node("ZipMap", ["x"], ["probabilities"], domain="ai.onnx.ml", classlabels_int64s=[0, 1, 2])
+    data = _identity_output(helper.make_value_info("probabilities", maps), [zipmap], {"": 17, "ai.onnx.ml": 1})
+    with pytest.raises(ModelError) as caught:
+        load_model(data, provider="cpu", source="sk.onnx")
+    message = caught.value.message
+    assert "model sk.onnx output 'probabilities' is a sequence of maps (seq(map(int64,tensor(float))))" in message
+    assert "gate needs one (N, K) tensor of scores" in message and "zipmap" in message
+    assert "rank 0" not in message
+
+
+@pytest.mark.parametrize(("declared", "real"), [(["N"], [4, 3, 1]), ([], [4, 3, 1])])
+def test_an_output_declared_unlike_its_real_shape_is_reported_by_its_real_shape(
+    declared: list[int | str], real: list[int]
+) -> None:
+    axes = helper.make_node("Constant", [], ["axes"], value=numpy_helper.from_array(np.array([2], np.int64)))
+    unsqueeze = helper.make_node("Unsqueeze", ["x", "axes"], ["scores"])
+    data = _identity_output(
+        helper.make_tensor_value_info("scores", TensorProto.FLOAT, declared), [axes, unsqueeze], {"": 17}
+    )
+    m = load_model(data, provider="cpu", source="m.onnx")  # ONNX Runtime itself cannot tell the shape
+    with pytest.raises(ModelError) as caught:
+        predict(m, [np.zeros((4, 3), np.float32)], n_classes=3, total=4)
+    message = caught.value.message
+    assert f"model m.onnx output 'scores' has shape {real} for a batch of 4" in message
+    assert "gate needs (N, K) scores" in message and "rank 0" not in message
+
+
+def test_an_output_declared_wrongly_but_really_n_by_k_is_judged_by_what_it_returns() -> None:
+    data = _identity_output(
+        helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["N"]),
+        [helper.make_node("Identity", ["x"], ["scores"])],
+        {"": 17},
+    )
+    m = load_model(data, provider="cpu", source="m.onnx")
+    preds = predict(m, [np.float32([[0.0, 2.0, 1.0], [5.0, 0.0, 0.0]])], n_classes=3, total=2)
+    assert preds.labels.tolist() == [1, 0] and preds.top_classes.tolist() == [[1, 2, 0], [0, 1, 2]]
+
+
+def test_two_outputs_say_what_each_is() -> None:
+    label = helper.make_node("ArgMax", ["x"], ["label"], axis=1, keepdims=0)
+    copy = helper.make_node("Identity", ["x"], ["scores"])
+    graph = helper.make_graph(
+        [label, copy],
+        "gate-test",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])],
+        [
+            helper.make_tensor_value_info("label", TensorProto.INT64, ["N"]),
+            helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["N", 3]),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    with pytest.raises(
+        ModelError, match=r"has 2 outputs \('label' \(a tensor\(int64\)\), 'scores' \(a tensor\(float\)\)\)"
+    ):
+        load_model(model.SerializeToString(), provider="cpu", source="m.onnx")

@@ -1,6 +1,6 @@
 """The Ray engine on a real local Ray cluster (2 CPUs, started once for the session):
-sharded evaluation gives exactly the local engine's predictions, confusion matrix,
-calibration bins and verdict, and a failure in any one shard fails the whole evaluation.
+sharded evaluation gives exactly the local engine's predictions table, metrics and
+verdict, and a failure in any one shard fails the whole evaluation.
 """
 
 from __future__ import annotations
@@ -29,12 +29,14 @@ ray = pytest.importorskip("ray", reason="the ray extra (gate[ray]) is not instal
 from gate import demo  # noqa: E402
 from gate.cli import main  # noqa: E402
 from gate.datasets import Dataset, load_dataset  # noqa: E402
-from gate.engines import ray_engine  # noqa: E402
-from gate.engines.ray_engine import ShardedResult, evaluate_sharded  # noqa: E402
+from gate.engines import ray as ray_engine  # noqa: E402
+from gate.engines.base import prediction_table  # noqa: E402
+from gate.engines.ray import ShardedResult, evaluate_sharded  # noqa: E402
 from gate.errors import DatasetError, GateError, InternalError, ModelError, ProviderError, RequestError  # noqa: E402
 from gate.evaluation import evaluate  # noqa: E402
-from gate.inference import Predictions, load_model, predict  # noqa: E402
+from gate.inference import load_model, predict  # noqa: E402
 from gate.metrics import ClassificationMetrics  # noqa: E402
+from gate.predictions import PredictionTable  # noqa: E402
 from gate.verdict import Decision  # noqa: E402
 from tests.conftest import Served  # noqa: E402
 from tests.models import lookup_model, predictions_for  # noqa: E402
@@ -89,11 +91,12 @@ def _pets(tmp: Path, *, nan_at: int | None = None) -> Dataset:
     return load_dataset(path)
 
 
-def _local(model: bytes, ds: Dataset, batch: int) -> tuple[Predictions, ClassificationMetrics]:
+def _local(model: bytes, ds: Dataset, batch: int) -> tuple[PredictionTable, ClassificationMetrics]:
     """The local engine's inference path: the same session, batches and checks."""
     loaded = load_model(model, provider="cpu")
     preds = predict(loaded, ds.batches(batch), n_classes=len(ds.classes), total=len(ds), sample_ids=ds.sample_ids)
-    return preds, ClassificationMetrics.from_predictions(ds.labels, preds.labels, ds.classes, preds.confidence)
+    table = prediction_table(ds, preds)
+    return table, ClassificationMetrics.from_predictions(ds.labels, preds.labels, ds.classes, preds.confidence)
 
 
 def _local_error(model: bytes, ds: Dataset, batch: int) -> GateError:
@@ -102,15 +105,16 @@ def _local_error(model: bytes, ds: Dataset, batch: int) -> GateError:
     return caught.value
 
 
-def _assert_same(result: ShardedResult, preds: Predictions, metrics: ClassificationMetrics) -> None:
-    np.testing.assert_array_equal(result.predictions.labels, preds.labels)
-    np.testing.assert_array_equal(result.predictions.scores, preds.scores)
-    np.testing.assert_array_equal(result.predictions.confidence, preds.confidence)
-    np.testing.assert_array_equal(result.confusion, metrics.confusion)
-    assert metrics.calibration is not None
+def _assert_same(result: ShardedResult, table: PredictionTable, metrics: ClassificationMetrics) -> None:
+    got = result.table
+    assert got.classes == table.classes
+    for column in ("sample_id", "label", "predicted", "confidence", "top_k_class", "top_k_score"):
+        np.testing.assert_array_equal(getattr(got, column), getattr(table, column), err_msg=column)
+    sharded = got.metrics()
+    np.testing.assert_array_equal(sharded.confusion, metrics.confusion)
+    assert sharded.calibration is not None and metrics.calibration is not None
     for part in ("counts", "correct", "confidence_fp"):
-        np.testing.assert_array_equal(getattr(result.calibration, part), getattr(metrics.calibration, part))
-    sharded = ClassificationMetrics.from_confusion(result.confusion, metrics.classes, result.calibration)
+        np.testing.assert_array_equal(getattr(sharded.calibration, part), getattr(metrics.calibration, part))
     assert sharded.to_dict() == metrics.to_dict()
 
 
@@ -124,7 +128,7 @@ def test_npz_in_eight_shards_equals_the_local_engine(cluster: str, tmp_path: Pat
     )
     preds, metrics = _local(model, ds, 16)
     _assert_same(result, preds, metrics)
-    assert result.confusion.tolist() == PETS_CM
+    assert result.table.metrics().confusion.tolist() == PETS_CM
     assert result.runtime["engine"] == "ray" and result.runtime["ray"] == ray.__version__
     assert result.runtime["address"] == cluster  # the connection this process already had
     assert result.runtime["shards"] == 8 and result.runtime["shard_size"] == 40
@@ -344,6 +348,13 @@ def test_shards_cover_every_sample_exactly_once(n: int, size: int) -> None:
 )
 def test_default_shard_size(n: int, sample_bytes: int, batch: int, actors: int, expected: int) -> None:
     assert ray_engine._default_shard_size(n, sample_bytes, batch, actors) == expected
+
+
+def test_the_former_module_name_still_imports_the_engine() -> None:
+    from gate.engines import ray_engine as former
+
+    assert former.evaluate_sharded is evaluate_sharded and former.ShardedResult is ShardedResult
+    assert former.ray_installed is ray_engine.ray_installed
 
 
 def test_positions_in_messages_count_from_the_start_of_the_set() -> None:

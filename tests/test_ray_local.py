@@ -32,14 +32,14 @@ _CONCURRENT = """
 import json, sys, threading
 import ray
 from gate.datasets import load_dataset
-from gate.engines.ray_engine import evaluate_sharded
+from gate.engines.ray import evaluate_sharded
 from tests.models import lookup_model
 
 ds, out = load_dataset(sys.argv[1]), {}
 
 def run(name):
     result = evaluate_sharded(lookup_model(3), ds, provider="cpu", shard_size=100)
-    out[name] = [result.runtime["address"], result.confusion.tolist()]
+    out[name] = [result.runtime["address"], result.table.metrics().confusion.tolist()]
 
 threads = [threading.Thread(target=run, args=(str(i),)) for i in range(2)]
 for t in threads:

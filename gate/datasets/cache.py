@@ -5,24 +5,23 @@ SHA-256, and normalised to float32 batch by batch when read.
 The dataset SHA-256 covers every file's bytes, the labels, the class list and the
 preprocessing, so a changed image or spec is a different key: nothing stale is ever
 read. An entry is written to a temporary file while the first evaluation decodes, and
-renamed into place only when every sample is in it; a failed or abandoned build leaves
-nothing behind. Reads use plain positioned reads rather than a memory map, so a warm
+renamed into place only when every sample is in it (:mod:`gate.atomic`); a failed or
+abandoned build leaves nothing behind. Reads use plain positioned reads rather than a memory map, so a warm
 evaluation of a large set keeps only a batch in memory.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import numpy.typing as npt
 
+from gate.atomic import atomic_file
 from gate.datasets.dataset import Dataset
 
 log = logging.getLogger(__name__)
@@ -70,38 +69,43 @@ class TensorCache:
     ) -> Iterator[npt.NDArray[Any]]:
         source = ds.pixel_source
         assert source is not None
+        phase = "open"  # then "stream" while batches go out, then "commit"
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            fd, tmp_name = tempfile.mkstemp(prefix=".build-", suffix=".npy", dir=self.root)
-        except OSError as e:  # a read-only or full disk must not stop the evaluation
-            log.warning("tensor cache unavailable at %s: %s", self.root, e)
-            use.status = "failed"
-            yield from ds.batches(batch_size)
-            return
-        tmp = Path(tmp_name)
-        complete = False
-        try:
-            with os.fdopen(fd, "wb") as f:
+            with atomic_file(path, fsync=True) as f:
                 np.lib.format.write_array_header_1_0(f, {"descr": "|u1", "fortran_order": False, "shape": shape})
+                phase = "stream"
                 writable = True
                 for pixels in source.iter_pixel_batches(batch_size):
                     if writable:
-                        try:
-                            f.write(pixels.tobytes())
-                        except OSError as e:
-                            log.warning("tensor cache write failed (%s); continuing without it", e)
-                            writable = False
+                        writable = _append(f, pixels)
                     yield source.normalise(pixels)
-                if writable:
-                    f.flush()
-                    os.fsync(f.fileno())
-                    complete = True
-            if complete:
-                os.replace(tmp, path)
-            else:
-                use.status = "failed"
-        finally:
-            tmp.unlink(missing_ok=True)
+                phase = "commit"
+                if not writable:
+                    raise _Incomplete
+        except _Incomplete:
+            use.status = "failed"
+        except OSError as e:
+            if phase == "stream":
+                raise  # the dataset's own read failed, not the cache
+            # a read-only or full disk must not stop the evaluation
+            log.warning("tensor cache unavailable at %s: %s", self.root, e)
+            use.status = "failed"
+            if phase == "open":
+                yield from ds.batches(batch_size)
+
+
+class _Incomplete(Exception):
+    """The entry could not be written in full: it is dropped, never renamed into place."""
+
+
+def _append(f: BinaryIO, pixels: npt.NDArray[Any]) -> bool:
+    """Write a batch of pixels to the entry being built; False when the disk refused it."""
+    try:
+        f.write(pixels.tobytes())
+    except OSError as e:
+        log.warning("tensor cache write failed (%s); continuing without it", e)
+        return False
+    return True
 
 
 def _valid_entry(path: Path, shape: tuple[int, ...]) -> int | None:
