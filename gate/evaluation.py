@@ -14,26 +14,23 @@ found; only this module's :func:`_run` writes into the Verdict.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import logging
 import os
 import time
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gate.cache import Caches, results_key
 from gate.datasets import Dataset, load_dataset, load_train_sample
 from gate.engines import engine_for
-from gate.engines.base import ModelInput, ProgressFn
-from gate.errors import GateError, InternalError, ModelError, RequestError
+from gate.engines.base import ModelInput, ProgressFn, read_model
+from gate.errors import GateError, InternalError, RequestError
 from gate.inference import resolve_provider, runtime_versions
 from gate.metrics import ClassificationMetrics
 from gate.policy import Policy, apply_policy, load_policy
 from gate.policy.context import NEEDS, BaselineRun, LeakageInputs, RuleContext, TrainSample
 from gate.predictions import PredictionTable, check_predictions_path, write_predictions
 from gate.providers import Engine, Provider
-from gate.stats import mcnemar_exact, paired_bootstrap
 from gate.verdict import Decision, Verdict, decide
 
 if TYPE_CHECKING:
@@ -180,7 +177,7 @@ def _run(verdict: Verdict, dataset: Dataset | PathLike, policy: Policy | PathLik
     if inp.predictions_out is not None:
         check_predictions_path(inp.predictions_out)
 
-    candidate = _read_model(inp.model, "model", verdict.model["path"], inp.model_sha256)
+    candidate = read_model(inp.model, "model", verdict.model["path"], inp.model_sha256)
     verdict.model = {"sha256": candidate.sha256, "path": verdict.model["path"], "bytes": len(candidate.data)}
     run = _run_model(candidate, ds, req, progress=req.progress)
     verdict.runtime = run.runtime
@@ -190,7 +187,8 @@ def _run(verdict: Verdict, dataset: Dataset | PathLike, policy: Policy | PathLik
     context = RuleContext(run.metrics)
     if inp.baseline is not None:
         champion = _run_baseline(inp, ds, req)
-        verdict.baseline, evidence = _comparison(champion, _baseline_label(inp), run)
+        evidence = _comparison(champion, _baseline_label(inp), run)
+        verdict.baseline = evidence.to_dict()
         context = replace(context, baseline=evidence)
     if "train_sample" in pol.needs:
         verdict.train_sample, train = _run_train_sample(candidate, ds, req)
@@ -217,31 +215,6 @@ def _baseline_label(inp: _Inputs) -> str | None:
     return None if isinstance(inp.baseline, bytes) else str(inp.baseline)
 
 
-def _read_model(model: ModelSource, what: str, name: str | None, expected_sha256: str | None) -> ModelInput:
-    """The model's bytes, read once, and their SHA-256, computed once (and checked against
-    ``expected_sha256`` when the caller knows what the file should hold)."""
-    if isinstance(model, bytes):
-        data, where = model, "<bytes>"
-    else:
-        path = Path(model)
-        where = str(path)
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError as e:
-            raise ModelError(f"{what} file not found: {path}") from e
-        except IsADirectoryError as e:
-            raise ModelError(f"{what} path is a directory, not an ONNX file: {path}") from e
-        except OSError as e:
-            raise ModelError(f"cannot read {what} file {path}: {e.strerror}") from e
-    sha = hashlib.sha256(data).hexdigest()
-    source = name or where  # messages name the model as the caller does
-    if expected_sha256 is not None and sha != expected_sha256.lower():
-        raise ModelError(
-            f"{what} file {source} changed or damaged on disk: its sha256 is {sha}, expected {expected_sha256}"
-        )
-    return ModelInput(data, sha, source)
-
-
 def _run_model(model: ModelInput, ds: Dataset, req: _Request, *, progress: ProgressFn | None) -> _Run:
     """One model over one set: the table from the results cache, else from the requested engine."""
     results = req.caches.results
@@ -265,7 +238,7 @@ def _run_baseline(inp: _Inputs, ds: Dataset, req: _Request) -> _Run:
     """The champion on the candidate's samples; its errors say they are about the champion."""
     assert inp.baseline is not None
     label = _baseline_label(inp)
-    data = _read_model(inp.baseline, "baseline model", label, inp.baseline_sha256)
+    data = read_model(inp.baseline, "baseline model", label, inp.baseline_sha256)
     shown = label or f"sha256 {data.sha256[:12]}"
     try:
         return _run_model(replace(data, source=f"(baseline) {shown}"), ds, req, progress=None)
@@ -275,28 +248,15 @@ def _run_baseline(inp: _Inputs, ds: Dataset, req: _Request) -> _Run:
         raise
 
 
-def _comparison(champion: _Run, label: str | None, candidate: _Run) -> tuple[dict[str, Any], BaselineRun]:
-    """The verdict's ``baseline`` section and the evidence ``baseline`` rules judge: the
-    two tables paired sample by sample."""
-    champion_correct, challenger_correct = champion.table.correct, candidate.table.correct
-    interval = paired_bootstrap(champion_correct, challenger_correct)
-    model = {"sha256": champion.model.sha256, "path": label, "bytes": len(champion.model.data)}
-    section = {
-        "model": model,
-        "metrics": champion.metrics.to_dict(),
-        "comparison": {
-            "accuracy_difference": interval.to_dict() if interval is not None else None,
-            "mcnemar": mcnemar_exact(champion_correct, challenger_correct).to_dict(),
-        },
-    }
-    evidence = BaselineRun(
-        model=model,
+def _comparison(champion: _Run, label: str | None, candidate: _Run) -> BaselineRun:
+    """The evidence ``baseline`` rules judge: the two tables paired sample by sample."""
+    return BaselineRun(
+        model={"sha256": champion.model.sha256, "path": label, "bytes": len(champion.model.data)},
         metrics=champion.metrics,
         labels=candidate.table.label,
-        champion_correct=champion_correct,
-        challenger_correct=challenger_correct,
+        champion_correct=champion.table.correct,
+        challenger_correct=candidate.table.correct,
     )
-    return section, evidence
 
 
 def _run_train_sample(model: ModelInput, ds: Dataset, req: _Request) -> tuple[dict[str, Any], TrainSample]:

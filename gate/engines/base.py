@@ -8,10 +8,14 @@ the verdict says is computed from it by the caller (:mod:`gate.evaluation`).
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from gate.errors import ModelError
 from gate.predictions import PredictionTable, build_table
 
 if TYPE_CHECKING:
@@ -55,6 +59,33 @@ class InferenceEngine(Protocol):
         """Run ``model`` over every sample of ``dataset``; a GateError for anything that
         stops it (a partial table is never returned)."""
         ...
+
+
+def read_model(
+    model: bytes | str | os.PathLike[str], what: str, name: str | None, expected_sha256: str | None
+) -> ModelInput:
+    """The model's bytes, read once, and their SHA-256, computed once (and checked against
+    ``expected_sha256`` when the caller knows what the file should hold)."""
+    if isinstance(model, bytes):
+        data, where = model, "<bytes>"
+    else:
+        path = Path(model)
+        where = str(path)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError as e:
+            raise ModelError(f"{what} file not found: {path}") from e
+        except IsADirectoryError as e:
+            raise ModelError(f"{what} path is a directory, not an ONNX file: {path}") from e
+        except OSError as e:
+            raise ModelError(f"cannot read {what} file {path}: {e.strerror}") from e
+    sha = hashlib.sha256(data).hexdigest()
+    source = name or where  # messages name the model as the caller does
+    if expected_sha256 is not None and sha != expected_sha256.lower():
+        raise ModelError(
+            f"{what} file {source} changed or damaged on disk: its sha256 is {sha}, expected {expected_sha256}"
+        )
+    return ModelInput(data, sha, source)
 
 
 def prediction_table(dataset: Dataset, predictions: Predictions) -> PredictionTable:

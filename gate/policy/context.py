@@ -20,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from gate.metrics import ClassificationMetrics
+from gate.stats import mcnemar_exact, paired_bootstrap
 
 #: What each kind of extra evidence is called in messages, and how a caller provides it.
 NEEDS: dict[str, str] = {
@@ -39,6 +40,19 @@ class BaselineRun:
     labels: npt.NDArray[np.int64]  # true class per sample
     champion_correct: npt.NDArray[np.bool_]
     challenger_correct: npt.NDArray[np.bool_]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The verdict's ``baseline`` section: the champion, its metrics, and the paired
+        comparison (bootstrap interval of the accuracy difference, McNemar table)."""
+        interval = paired_bootstrap(self.champion_correct, self.challenger_correct)
+        return {
+            "model": self.model,
+            "metrics": self.metrics.to_dict(),
+            "comparison": {
+                "accuracy_difference": interval.to_dict() if interval is not None else None,
+                "mcnemar": mcnemar_exact(self.champion_correct, self.challenger_correct).to_dict(),
+            },
+        }
 
 
 @dataclass(frozen=True)
