@@ -371,8 +371,11 @@ def evaluate_sharded(
         layout = _lay_out(ray, dataset, provider, decode, batch_size=batch_size, actors=actors, shard_size=shard_size)
         digest = sha256 if sha256 is not None else hashlib.sha256(model).hexdigest()
         plan = _make_plan(ray, dataset, layout, source, digest)
-        pipeline = _pipeline(ray, plan, ray.put(model), layout, batch_size)
+        # held by the driver until every shard is in
+        plan_ref, model_ref = ray.put(plan), ray.put(model)
+        pipeline = _pipeline(ray, plan_ref, model_ref, layout, batch_size)
         result = _reduce(plan, pipeline, progress)
+        del plan_ref, model_ref
         runtime = {
             "engine": "ray",
             "ray": ray.__version__,
@@ -484,9 +487,8 @@ def _make_plan(ray: ModuleType, dataset: Dataset, layout: _Layout, source: str, 
     )
 
 
-def _pipeline(ray: ModuleType, plan: _Plan, model_ref: Any, layout: _Layout, batch_size: int | None) -> Any:
+def _pipeline(ray: ModuleType, plan_ref: Any, model_ref: Any, layout: _Layout, batch_size: int | None) -> Any:
     """The Ray Data pipeline: shard descriptors, decode tasks (when asked), inference actors."""
-    plan_ref = ray.put(plan)
     shards = len(layout.bounds)
     pipeline = ray.data.from_items([{"shard": k} for k in range(shards)], override_num_blocks=shards)
     if layout.mode == "tasks":
