@@ -688,7 +688,7 @@ def _sha256_file(path: Path) -> str:
 
 
 def _cmd_fingerprint(args: argparse.Namespace) -> int:
-    from gate.fingerprint import fingerprint_command
+    from gate.leakage import fingerprint_command
 
     try:
         prints = fingerprint_command(args.train_dir, args.output, args.workers)
