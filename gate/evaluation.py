@@ -34,7 +34,7 @@ from gate.providers import Engine, Provider
 from gate.verdict import Decision, Verdict, decide
 
 if TYPE_CHECKING:
-    from gate.fingerprint import Fingerprints
+    from gate.leakage import Fingerprints
 
 log = logging.getLogger(__name__)
 
@@ -274,7 +274,7 @@ def _run_train_sample(model: ModelInput, ds: Dataset, req: _Request) -> tuple[di
 
 
 def _read_fingerprint(fingerprint: bytes | PathLike) -> Fingerprints:
-    from gate.fingerprint import load_fingerprints
+    from gate.leakage import load_fingerprints
 
     return load_fingerprints(fingerprint)
 
@@ -282,7 +282,7 @@ def _read_fingerprint(fingerprint: bytes | PathLike) -> Fingerprints:
 def _leakage_inputs(ds: Dataset, prints: Fingerprints, caches: Caches) -> LeakageInputs:
     """The held-out set's perceptual hashes (kept per dataset content by the hash cache)
     and the training fingerprints."""
-    from gate.fingerprint import HASH_ALGORITHM, HASH_ALGORITHM_VERSION, hash_dataset
+    from gate.leakage import HASH_ALGORITHM, HASH_ALGORITHM_VERSION, hash_dataset
 
     algorithm = f"{HASH_ALGORITHM}-{HASH_ALGORITHM_VERSION}"
     hashes = caches.hashes.hashes(ds, algorithm, hash_dataset) if caches.hashes is not None else hash_dataset(ds)

@@ -15,6 +15,7 @@ import pytest
 
 from gate import demo
 from gate.cache import Caches, stored_predictions
+from gate.cli import main
 from gate.evaluation import evaluate
 from gate.inference import confidences
 from gate.policy import parse_policy
@@ -74,14 +75,14 @@ def _read(path: Path) -> pd.DataFrame:
     return frame
 
 
-def _check_file(path: Path, verdict: Any, expected_ids: list[str]) -> pd.DataFrame:
+def _check_file(path: Path, verdict: dict[str, Any], expected_ids: list[str]) -> pd.DataFrame:
     """The exported table agrees with the verdict it came with, row by row and as a whole."""
     frame = _read(path)
-    classes = verdict.dataset["classes"]
+    classes = verdict["dataset"]["classes"]
     assert list(frame.columns[:5]) == ["sample_id", "label", "predicted", "confidence", "top_k"]
-    assert len(frame) == verdict.dataset["samples"] and frame["sample_id"].tolist() == expected_ids
+    assert len(frame) == verdict["dataset"]["samples"] and frame["sample_id"].tolist() == expected_ids
     counts = pd.crosstab(frame["label"], frame["predicted"]).reindex(index=classes, columns=classes, fill_value=0)
-    assert counts.to_numpy().tolist() == verdict.metrics["confusion_matrix"]
+    assert counts.to_numpy().tolist() == verdict["metrics"]["confusion_matrix"]
     k = min(5, len(classes))
     for row in frame.itertuples():
         ranked = row.top_k
@@ -93,24 +94,34 @@ def _check_file(path: Path, verdict: Any, expected_ids: list[str]) -> pd.DataFra
     return frame
 
 
+def _gate_eval(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[str, Any]]:
+    code = main(["eval", *argv, "--format", "json", "--quiet", "--provider", "cpu"])
+    document: dict[str, Any] = json.loads(capsys.readouterr().out)
+    return code, document
+
+
 @pytest.mark.parametrize("suffix", [".parquet", ".csv"])
-def test_the_demo_sets_predictions_file_agrees_with_the_verdict(
-    digits: demo.DemoFiles, tmp_path: Path, suffix: str
+def test_gate_eval_predictions_out_on_the_demo_set_agrees_with_the_verdict(
+    digits: demo.DemoFiles, tmp_path: Path, capsys: pytest.CaptureFixture[str], suffix: str
 ) -> None:
     from gate.datasets import load_dataset
 
     ids = list(load_dataset(digits.heldout_spec).sample_ids)
-    caches = Caches.at(tmp_path / "cache")
+    argv = ["--model", str(digits.bad_model), "--dataset", str(digits.heldout_spec), "--policy", str(DEFAULT_POLICY)]
+    argv += ["--cache-dir", str(tmp_path / "cache")]
     first, again = tmp_path / f"p{suffix}", tmp_path / f"again{suffix}"
-    common: dict[str, Any] = {"provider": "cpu", "caches": caches}
-    cold = evaluate(digits.bad_model, digits.heldout_spec, DEFAULT_POLICY, predictions_out=first, **common)
-    assert cold.decision is Decision.FAIL, cold.error
+    code, cold = _gate_eval(capsys, *argv, "--predictions-out", str(first))
+    assert code == 1 and cold["verdict"] == "FAIL", cold["error"]
     frame = _check_file(first, cold, ids)
     assert "three" in set(frame["label"]) and frame["sample_id"].iloc[0].endswith(".png")
     # served from the results cache: the very same table, without running the model
-    warm = evaluate(digits.bad_model, digits.heldout_spec, DEFAULT_POLICY, predictions_out=again, **common)
-    assert warm.runtime["cache"] == {"results": "hit"}
+    code, warm = _gate_eval(capsys, *argv, "--predictions-out", str(again))
+    assert code == 1 and warm["runtime"]["cache"] == {"results": "hit"}
     pd.testing.assert_frame_equal(_read(again), frame)
+    good = ["--model", str(digits.good_model), *argv[2:], "--predictions-out", str(tmp_path / f"good{suffix}")]
+    code, passed = _gate_eval(capsys, *good)
+    assert code == 0 and passed["verdict"] == "PASS"
+    assert not _check_file(tmp_path / f"good{suffix}", passed, ids).equals(frame)
 
 
 def test_predictions_are_written_for_pass_and_never_for_error(tmp_path: Path) -> None:
