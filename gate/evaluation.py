@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from gate.cache import Caches, results_key
 from gate.datasets import Dataset, load_dataset, load_train_sample
 from gate.engines import engine_for
-from gate.engines.base import ModelInput, ProgressFn, read_model
+from gate.engines.base import ModelInput, ProgressFn, RunOptions, read_model
 from gate.errors import GateError, InternalError, RequestError
 from gate.inference import resolve_provider, runtime_versions
 from gate.metrics import ClassificationMetrics
@@ -227,7 +227,7 @@ def _run_model(model: ModelInput, ds: Dataset, req: _Request, *, progress: Progr
             progress(len(ds), len(ds))
         return _Run(model, table, table.metrics(), runtime, {"results": "hit"})
     engine = engine_for(req.engine, ray_address=req.ray_address)
-    ran = engine.run(model, ds, provider=req.provider, batch_size=req.batch_size, progress=progress, caches=req.caches)
+    ran = engine.run(model, ds, RunOptions(req.provider, req.batch_size, progress, req.caches))
     if results is not None:
         results.put(key, ran.table)
         ran.cache["results"] = "miss"

@@ -45,17 +45,19 @@ class EngineResult:
     cache: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run: the requested provider, the batch size (None: chosen per model), a
+    ``progress(done, total)`` callback, and the caches an engine may use (sessions, tensors)."""
+
+    provider: Provider
+    batch_size: int | None
+    progress: ProgressFn | None
+    caches: Caches
+
+
 class InferenceEngine(Protocol):
-    def run(
-        self,
-        model: ModelInput,
-        dataset: Dataset,
-        *,
-        provider: Provider,
-        batch_size: int | None,
-        progress: ProgressFn | None,
-        caches: Caches,
-    ) -> EngineResult:
+    def run(self, model: ModelInput, dataset: Dataset, options: RunOptions) -> EngineResult:
         """Run ``model`` over every sample of ``dataset``; a GateError for anything that
         stops it (a partial table is never returned)."""
         ...

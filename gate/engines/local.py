@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from gate.datasets import TensorCacheUse
 from gate.datasets.prefetch import prefetch
-from gate.engines.base import EngineResult, ModelInput, ProgressFn, prediction_table
+from gate.engines.base import EngineResult, ModelInput, RunOptions, prediction_table
 from gate.inference import LoadedModel, auto_batch_size, check_compatible, load_model, predict
 from gate.providers import CUDA
 
@@ -24,21 +24,13 @@ if TYPE_CHECKING:
 class LocalEngine:
     """The :class:`~gate.engines.base.InferenceEngine` that runs in this process."""
 
-    def run(
-        self,
-        model: ModelInput,
-        dataset: Dataset,
-        *,
-        provider: Provider,
-        batch_size: int | None,
-        progress: ProgressFn | None,
-        caches: Caches,
-    ) -> EngineResult:
+    def run(self, model: ModelInput, dataset: Dataset, options: RunOptions) -> EngineResult:
         cache_report: dict[str, str] = {}
-        loaded = _session(model, provider, caches, cache_report)
+        caches = options.caches
+        loaded = _session(model, options.provider, caches, cache_report)
         runtime: dict[str, Any] = loaded.runtime()
         check_compatible(loaded, dataset.classes, dataset.sample_shape)
-        size = loaded.fixed_batch or batch_size or auto_batch_size(dataset.sample_shape)
+        size = loaded.fixed_batch or options.batch_size or auto_batch_size(dataset.sample_shape)
         runtime["batch_size"] = size
         runtime["io_binding"] = loaded.provider == CUDA
         tensor_use = TensorCacheUse()
@@ -49,7 +41,7 @@ class LocalEngine:
             n_classes=len(dataset.classes),
             total=len(dataset),
             sample_ids=dataset.sample_ids,
-            progress=progress,
+            progress=options.progress,
         )
         if caches.tensors is not None:
             cache_report["tensors"] = tensor_use.status

@@ -50,7 +50,7 @@ import numpy.typing as npt
 
 from gate.datasets import Dataset, Preprocess
 from gate.datasets import images as _images
-from gate.engines.base import EngineResult, ModelInput, ProgressFn, prediction_table
+from gate.engines.base import EngineResult, ModelInput, RunOptions, prediction_table
 from gate.engines.ray_connection import RUNNING, connected, ray_installed, ray_module
 from gate.errors import DatasetError, GateError, InternalError, ModelError, ProviderError, RequestError
 from gate.inference import LoadedModel, Predictions, auto_batch_size, check_compatible, load_model, predict
@@ -60,7 +60,6 @@ from gate.providers import CPU, CUDA, PROVIDERS, Provider
 if TYPE_CHECKING:
     from types import ModuleType
 
-    from gate.cache import Caches
 
 log = logging.getLogger(__name__)
 
@@ -96,29 +95,22 @@ class RayEngine:
     def __init__(self, address: str | None = None) -> None:
         self.address = address
 
-    def run(
-        self,
-        model: ModelInput,
-        dataset: Dataset,
-        *,
-        provider: Provider,
-        batch_size: int | None,
-        progress: ProgressFn | None,
-        caches: Caches,
-    ) -> EngineResult:
+    def run(self, model: ModelInput, dataset: Dataset, options: RunOptions) -> EngineResult:
         sharded = evaluate_sharded(
             model.data,
             dataset,
-            provider=provider,
-            batch_size=batch_size,
+            provider=options.provider,
+            batch_size=options.batch_size,
             address=self.address,
-            progress=progress,
+            progress=options.progress,
             source=model.source,
             sha256=model.sha256,
         )
         from gate.inference import runtime_versions
 
-        return EngineResult(sharded.table, {**runtime_versions(), "requested_provider": provider, **sharded.runtime})
+        return EngineResult(
+            sharded.table, {**runtime_versions(), "requested_provider": options.provider, **sharded.runtime}
+        )
 
 
 # --------------------------------------------------------------------------- the plan
