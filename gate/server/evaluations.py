@@ -336,8 +336,9 @@ class EvaluationService:
                 log.error(
                     "evaluation %s: its ERROR could not be recorded either: %s", fallback.evaluation_id, e.message
                 )
-                if delay is not None:
-                    time.sleep(delay)
+                if delay is None or self.pool.closed:  # the server is stopping: its next start closes it
+                    break
+                time.sleep(delay)
         self._record_later(fallback)
         assert fallback.error is not None
         raise InternalError(
