@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import grpc
 import pytest
 
 from gate._proto.gate.v1 import gate_pb2 as pb
-from gate._proto.gate.v1 import gate_pb2_grpc as pb_grpc
 from tests.conftest import Served
-from tests.models import slow_lookup_model
+from tests.test_isolation import start_slow
 
 
 def doc_expectations() -> dict[str, tuple[str, ...]]:
@@ -37,22 +36,6 @@ def _audit_log_expectations() -> dict[str, tuple[str, ...]]:
         "service-audit-log-full": ("2 ERROR", "InternalError", "could not be recorded in the audit log"),
         "service-audit-log-refuses-writes": ("`INTERNAL`", "InternalError", "once the audit log takes writes again"),
     }
-
-
-def _running(s: Served) -> tuple[grpc.Channel, Iterator[pb.EvaluateEvent], str]:
-    """An evaluation that will PASS, accepted and running (seconds of work left)."""
-    with s.client() as c:
-        sha = c.upload_model(slow_lookup_model(3)).sha256
-    channel = grpc.insecure_channel(s.address)
-    call = pb_grpc.GateServiceStub(channel).Evaluate(
-        pb.EvaluateRequest(
-            model_sha256=sha, dataset="pets-large", policy_name="default", batch_size=1, provider=pb.PROVIDER_CPU
-        )
-    )
-    first = next(call)
-    assert first.WhichOneof("event") == "accepted"
-    assert next(call).WhichOneof("event") == "progress"
-    return channel, call, first.accepted.evaluation_id
 
 
 def _audit_pragma(s: Served, pragma: str) -> Any:
@@ -72,7 +55,7 @@ def test_service_audit_log_full(serve: Callable[..., Served]) -> None:
     """The disk fills while the evaluation runs: its PASS cannot be recorded, so the client
     gets (signed) the ERROR that is recorded in its place, naming the cause."""
     s = serve()
-    channel, call, evaluation_id = _running(s)
+    channel, call, evaluation_id = start_slow(s, "pets-large")
     pages = _audit_pragma(s, "PRAGMA page_count")[0]
     assert _audit_pragma(s, f"PRAGMA max_page_count = {pages}") == (pages,)
     events = list(call)
@@ -96,7 +79,7 @@ def test_service_audit_log_refuses_writes(serve: Callable[..., Served]) -> None:
     """The log takes no write at all: the client gets an error status (no verdict the log
     lacks), and the record is closed with the same cause once the log takes writes again."""
     s = serve()
-    channel, call, evaluation_id = _running(s)
+    channel, call, evaluation_id = start_slow(s, "pets-large")
     _audit_pragma(s, "PRAGMA query_only = ON")
     try:
         with pytest.raises(grpc.RpcError) as refused:
