@@ -287,12 +287,18 @@ def _check(s: Served, tmp_path: Path, capsys: pytest.CaptureFixture[str], *polic
     return code, json.loads(out), err
 
 
+@pytest.fixture
+def strict(tmp_path: Path) -> Path:
+    """A local policy that the lookup model on the pets set fails (rabbit recall 40/45)."""
+    path = tmp_path / "strict.yaml"
+    path.write_text(STRICT)
+    return path
+
+
 def test_check_policy_file_goes_inline(
-    serve: Callable[..., Served], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    serve: Callable[..., Served], strict: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     s = serve()
-    strict = tmp_path / "strict.yaml"
-    strict.write_text(STRICT)
     code, doc, err = _check(s, tmp_path, capsys, "--policy-file", strict)
     assert code == 1 and doc["policy"]["name"] == "strict"
     assert doc["rules"][0]["message"] == "rabbit: recall 0.889 < 0.900 (40/45)"
@@ -302,12 +308,10 @@ def test_check_policy_file_goes_inline(
 
 
 def test_check_policy_with_a_file_still_works_with_a_note(
-    serve: Callable[..., Served], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    serve: Callable[..., Served], strict: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The old form: --policy naming a local file sends it inline, and says to use --policy-file."""
     s = serve()
-    strict = tmp_path / "strict.yaml"
-    strict.write_text(STRICT)
     code, old, err = _check(s, tmp_path, capsys, "--policy", strict)
     assert code == 1 and old["policy"]["name"] == "strict"
     assert [line for line in err.splitlines() if "deprecated" in line] == [f"{DEPRECATED}{strict}"]
