@@ -1,5 +1,5 @@
 """``gate fingerprint``: perceptual hashes of a training set, for ``leakage`` rules (see
-:mod:`gate.fingerprint`)."""
+:mod:`gate.leakage`)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gate.fingerprint import fingerprint_command
+    from gate.leakage import fingerprint_command
 
     try:
         prints = fingerprint_command(args.train_dir, args.output, args.workers)

@@ -226,7 +226,7 @@ class EvaluationService:
         policy = self._policy(request, registry)
         policy.check_classes(dataset.classes)
         if request.fingerprint is not None:
-            from gate.fingerprint import load_fingerprints
+            from gate.leakage import load_fingerprints
 
             load_fingerprints(request.fingerprint)  # a damaged file is the request's fault
         check_evidence(
