@@ -846,29 +846,30 @@ def test_nfd_and_nfc_labels_are_one_class(tmp_path: Path) -> None:
 # ------------------------------------------------------------- pixel conventions
 
 
-def test_16_bit_png_is_scaled_not_clipped(tmp_path: Path) -> None:
-    path = tmp_path / "data" / "c" / "img.png"
+def grey_pixels_of(tmp_path: Path, values: npt.NDArray[Any], name: str) -> list[list[float]]:
+    """The 0..255 pixel values gate reads from one greyscale image file holding ``values``."""
+    path = tmp_path / "data" / "c" / name
     path.parent.mkdir(parents=True)
-    Image.fromarray(np.array([[60 * 257, 65535], [0, 200 * 257 + 50]], np.uint16)).save(path)
+    Image.fromarray(values).save(path)
     ds = load_dataset(write_spec(tmp_path / "s.yaml", name="s", source="data", preprocess={"channels": "L"}))
     (batch,) = list(ds.batches(1))
-    assert (batch[0, 0] * 255).round().tolist() == [[60, 255], [0, 200]]
+    pixels: list[list[float]] = (batch[0, 0] * 255).round().tolist()
+    return pixels
+
+
+def test_16_bit_png_is_scaled_not_clipped(tmp_path: Path) -> None:
+    values = np.array([[60 * 257, 65535], [0, 200 * 257 + 50]], np.uint16)
+    assert grey_pixels_of(tmp_path, values, "img.png") == [[60, 255], [0, 200]]
 
 
 def test_float_tiff_is_read_as_0_to_1_intensities(tmp_path: Path) -> None:
-    path = tmp_path / "data" / "c" / "img.tif"
-    path.parent.mkdir(parents=True)
-    Image.fromarray(np.array([[0.0, 0.5], [1.0, 0.25]], np.float32)).save(path)
-    ds = load_dataset(write_spec(tmp_path / "s.yaml", name="s", source="data", preprocess={"channels": "L"}))
-    (batch,) = list(ds.batches(1))
-    assert (batch[0, 0] * 255).round().tolist() == [[0, 128], [255, 64]]
+    values = np.array([[0.0, 0.5], [1.0, 0.25]], np.float32)
+    assert grey_pixels_of(tmp_path, values, "img.tif") == [[0, 128], [255, 64]]
 
 
 def test_float_tiff_outside_0_to_1_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "data" / "c" / "img.tif"
-    path.parent.mkdir(parents=True)
-    Image.fromarray(np.array([[0.0, 200.0]], np.float32)).save(path)
-    assert "image c/img.tif holds floating-point pixels from 0 to 200" in error_of(tmp_path / "data")
+    with pytest.raises(DatasetError, match=r"image c/img\.tif holds floating-point pixels from 0 to 200"):
+        grey_pixels_of(tmp_path, np.array([[0.0, 200.0]], np.float32), "img.tif")
 
 
 @pytest.mark.parametrize(

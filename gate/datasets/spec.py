@@ -1,6 +1,6 @@
 """Dataset spec: the validated description of a held-out set and its preprocessing.
 
-A spec is a small YAML document (see ``DESIGN.md``, "Dataset spec YAML")::
+A spec is a small YAML document (see ``docs/datasets.md``)::
 
     name: pets-heldout
     source: data/pets
