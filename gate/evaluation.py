@@ -170,6 +170,7 @@ def _run(verdict: Verdict, dataset: Dataset | PathLike, policy: Policy | PathLik
         "samples": len(ds),
         "classes": list(ds.classes),
         "source": str(ds.source_path),
+        **ds.verdict_fields(),
     }
     pol.check_classes(ds.classes)
     check_evidence(pol, ds, has_baseline=inp.baseline is not None, has_fingerprint=inp.fingerprint is not None)
