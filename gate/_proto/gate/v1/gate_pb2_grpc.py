@@ -106,7 +106,9 @@ class GateServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListVerdicts(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """One page of the record, newest first: summaries by default (the whole verdict comes
+        from GetVerdict), never more than a few MiB a reply; next_page_token continues it.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
