@@ -85,7 +85,9 @@ class GateServiceServicer:
         a last chunk with no data. The server verifies both. Content-addressed and idempotent:
         uploading a model the server already holds returns its reference (with the hash in the
         first chunk, without storing it again). A partial or mismatched upload never becomes
-        a visible model.
+        a visible model. The bytes are always sent and verified, also for a hash the server
+        holds. At most max_concurrent_uploads run at once (more: RESOURCE_EXHAUSTED); a stream
+        that stalls, crawls or runs too long ends with DEADLINE_EXCEEDED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
