@@ -356,6 +356,22 @@ def test_load_and_save_name_the_file(tmp_path: Path) -> None:
         save_fingerprints(fingerprints_of(2), tmp_path / "missing" / "train.fp")
 
 
+def test_save_is_whole_or_nothing(tmp_path: Path) -> None:
+    """A failed write leaves neither a partial file nor its temporary file behind, and a
+    successful one replaces the old file whole, readable by its owner only."""
+    target = tmp_path / "train.fp"
+    save_fingerprints(fingerprints_of(3), target)
+    (tmp_path / "taken.fp").mkdir()  # a rename cannot replace a directory
+    with pytest.raises(UserError, match=r"cannot write fingerprint file .*taken\.fp"):
+        save_fingerprints(fingerprints_of(2), tmp_path / "taken.fp")
+    with pytest.raises(UserError, match=r"cannot write fingerprint file .*train\.fp/x\.fp: Not a directory"):
+        save_fingerprints(fingerprints_of(2), target / "x.fp")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken.fp", "train.fp"]
+    save_fingerprints(fingerprints_of(5), target)
+    assert load_fingerprints(target).sha256 == fingerprints_of(5).sha256
+    assert target.stat().st_mode & 0o777 == 0o600
+
+
 # ------------------------------------------------------------------------ directories
 
 

@@ -23,14 +23,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="gate a model through a gate server",
         description=(
             "Upload MODEL to the gate server and evaluate it on the server's registered held-out set"
-            " DATASET with POLICY (a registered policy name, or a local policy file sent inline)."
+            " DATASET with POLICY (a registered policy name, or with --policy-file a local policy file sent"
+            " inline)."
             " Same exit codes and verdict JSON as `gate eval`: 0 PASS, 1 FAIL, 2 ERROR."
         ),
     )
     ck.add_argument("--server", required=True, help="HOST:PORT of the gate server")
     ck.add_argument("--model", required=True, type=Path, help="ONNX model file")
     ck.add_argument("--dataset", required=True, help="name of a dataset registered on the server")
-    ck.add_argument("--policy", required=True, help="registered policy name, or a policy YAML file")
+    policy = ck.add_mutually_exclusive_group(required=True)
+    policy.add_argument("--policy", help="registered policy name (for a local policy file: --policy-file)")
+    policy.add_argument("--policy-file", type=Path, metavar="FILE", help="local policy YAML file, sent inline")
     add_format_options(ck)
     ck.add_argument("--provider", choices=PROVIDERS, help="execution provider (default: the server's)")
     ck.add_argument(
@@ -86,14 +89,30 @@ def _request_error(args: argparse.Namespace, kind: str, message: str) -> Verdict
     )
 
 
+def policy_file(args: argparse.Namespace) -> Path | None:
+    """The local policy file to send inline, or None for a registered policy name.
+
+    ``--policy`` naming an existing file is the older spelling of ``--policy-file``: it
+    still works, with a note, because guessing from the file system can pick a local
+    file where a registered name was meant.
+    """
+    if args.policy_file is not None:
+        path: Path = args.policy_file
+        return path
+    if Path(args.policy).is_file():
+        print(f"gate check: --policy with a file is deprecated; use --policy-file {args.policy}", file=sys.stderr)
+        return Path(args.policy)
+    return None
+
+
 def _evaluate_remotely(args: argparse.Namespace, progress: Progress) -> tuple[Verdict, str | None]:
     """Upload the model (and the champion), evaluate, and return the verdict and its attestation."""
-    policy_file = Path(args.policy)
+    local_policy = policy_file(args)
     labels = parse_labels(args.label)
     data = args.model.read_bytes()
     champion = args.baseline.read_bytes() if args.baseline is not None else None
     prints = args.fingerprint.read_bytes() if args.fingerprint is not None else b""
-    policy_yaml = policy_file.read_text(encoding="utf-8") if policy_file.is_file() else None
+    policy_yaml = local_policy.read_text(encoding="utf-8") if local_policy is not None else None
     with open_client(args, args.server, args.timeout) as client:
         client.upload_model(data, filename=args.model.name)
         if champion is not None:

@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     ev.add_argument("--model", required=True, help="ONNX model file")
     ev.add_argument("--dataset", required=True, help="dataset spec YAML, .npz, ImageFolder directory or manifest")
-    ev.add_argument("--policy", required=True, help="policy YAML file")
+    ev.add_argument("--policy", "--policy-file", dest="policy", required=True, help="policy YAML file")
     add_format_options(ev)
     ev.add_argument("--provider", choices=PROVIDERS, default="auto", help="execution provider (default: auto)")
     ev.add_argument(

@@ -34,7 +34,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _from_server(args: argparse.Namespace) -> list[EvaluationRecord]:
-    from gate.server.convert import DECISION_NAMES, labels_to_dict
+    from gate.wire import DECISION_NAMES, labels_to_dict
     from gate.store import EvaluationRecord
 
     with open_client(args, args.server, 60) as client:

@@ -33,9 +33,10 @@ import hashlib
 import json
 import os
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 
@@ -50,6 +51,8 @@ _SCHEMA_PREFIX: Final = b"gate.fingerprint/"
 _HEADER_KEYS: Final = frozenset({"algorithm", "algorithm_version", "count", "paths_bytes", "skipped"})
 _MAX_HEADER: Final = 4096
 _DIGEST_SIZE: Final = 32
+#: Makes the error that refuses a file, naming it: ``bad("truncated")``.
+_Refusal = Callable[[str], DatasetError]
 
 
 @dataclass(frozen=True, eq=False)
@@ -170,6 +173,25 @@ def _parse(data: bytes, label: str) -> Fingerprints:
     def bad(what: str) -> DatasetError:
         return DatasetError(f"fingerprint file {label}: {what}")
 
+    hlen = _header_length(data, bad)
+    header = _header(data[len(_MAGIC) + 4 : len(_MAGIC) + 4 + hlen], bad)
+    count: int = header["count"]
+    paths_bytes: int = header["paths_bytes"]
+    start = len(_MAGIC) + 4 + hlen
+    expected = start + 8 * count + paths_bytes + _DIGEST_SIZE
+    if len(data) != expected:
+        what = "truncated" if len(data) < expected else "has trailing bytes"
+        raise bad(f"{what}: {len(data)} bytes, but its header promises {expected} ({count} hashes)")
+    body, digest = data[:-_DIGEST_SIZE], data[-_DIGEST_SIZE:]
+    if hashlib.sha256(body).digest() != digest:
+        raise bad("damaged: the SHA-256 of its content does not match the one it carries")
+    hashes = np.frombuffer(data, dtype="<u8", count=count, offset=start).astype(np.uint64)
+    paths = _paths(data[start + 8 * count : start + 8 * count + paths_bytes], count, bad)
+    return Fingerprints(hashes=hashes, paths=paths, skipped=header["skipped"])
+
+
+def _header_length(data: bytes, bad: _Refusal) -> int:
+    """The header's length, once the magic says this is a file of this schema."""
     if not data.startswith(_SCHEMA_PREFIX):
         raise bad(f"not a gate fingerprint file (it does not start with {SCHEMA!r})")
     if not data.startswith(_MAGIC):
@@ -182,8 +204,15 @@ def _parse(data: bytes, label: str) -> Fingerprints:
     (hlen,) = struct.unpack_from("<I", data, len(_MAGIC))
     if hlen > _MAX_HEADER or fixed + hlen > len(data):
         raise bad(f"damaged or truncated: header length {hlen} does not fit a {len(data)}-byte file")
+    length: int = hlen
+    return length
+
+
+def _header(raw: bytes, bad: _Refusal) -> dict[str, Any]:
+    """The JSON header, with exactly the schema's keys, sizes that are counts, and the
+    hash algorithm this gate computes."""
     try:
-        header = json.loads(data[fixed : fixed + hlen].decode("utf-8"))
+        header = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise bad(f"damaged header (not UTF-8 JSON): {exc}") from exc
     if not isinstance(header, dict):
@@ -203,18 +232,11 @@ def _parse(data: bytes, label: str) -> Fingerprints:
             f"computes {HASH_ALGORITHM!r} version {HASH_ALGORITHM_VERSION}, so they cannot be compared: "
             "fingerprint the training set again"
         )
-    count: int = header["count"]
-    paths_bytes: int = header["paths_bytes"]
-    expected = fixed + hlen + 8 * count + paths_bytes + _DIGEST_SIZE
-    if len(data) != expected:
-        what = "truncated" if len(data) < expected else "has trailing bytes"
-        raise bad(f"{what}: {len(data)} bytes, but its header promises {expected} ({count} hashes)")
-    body, digest = data[:-_DIGEST_SIZE], data[-_DIGEST_SIZE:]
-    if hashlib.sha256(body).digest() != digest:
-        raise bad("damaged: the SHA-256 of its content does not match the one it carries")
-    start = fixed + hlen
-    hashes = np.frombuffer(data, dtype="<u8", count=count, offset=start).astype(np.uint64)
-    blob = data[start + 8 * count : start + 8 * count + paths_bytes]
+    return header
+
+
+def _paths(blob: bytes, count: int, bad: _Refusal) -> tuple[str, ...]:
+    """The ``count`` NUL-terminated UTF-8 paths of the paths block."""
     try:
         text = blob.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -230,4 +252,4 @@ def _parse(data: bytes, label: str) -> Fingerprints:
     problem = _path_problem(paths, count)
     if problem is not None:
         raise bad(problem)
-    return Fingerprints(hashes=hashes, paths=paths, skipped=header["skipped"])
+    return paths
