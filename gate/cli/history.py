@@ -34,8 +34,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _from_server(args: argparse.Namespace) -> list[EvaluationRecord]:
-    from gate.wire import DECISION_NAMES, labels_to_dict
     from gate.store import EvaluationRecord
+    from gate.wire import DECISION_NAMES, labels_to_dict
 
     with open_client(args, args.server, 60) as client:
         # summaries, page after page: the decision is all a row shows of the verdict
