@@ -6,7 +6,7 @@
 
 Search: 100,000 random training hashes and 100,000 random held-out hashes, of which a
 few hundred are planted copies of training hashes with 0..max_hamming bits flipped. For
-max_hamming 4, 8, 10 and 12 it times :class:`gate.fingerprint.NearDuplicateIndex` (index
+max_hamming 4, 8, 10 and 12 it times :class:`gate.leakage.NearDuplicateIndex` (index
 build plus query, best of three, a fresh index each time) against numpy brute force
 (XOR, popcount, arg-min over every pair; best of three). Brute force over all 10^10 pairs would take
 about as long for every radius, so it is timed on the first ``--brute-sample`` held-out
@@ -42,7 +42,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.models import write_jpeg_folder  # noqa: E402
-from gate import fingerprint  # noqa: E402
+from gate import leakage  # noqa: E402
+from gate.leakage import index as hamming_index  # noqa: E402
 
 RADII = (4, 8, 10, 12)
 PHOTO_SIZE = (500, 375)
@@ -75,10 +76,8 @@ def plant(
     return held, planted
 
 
-def build_and_query(
-    train: npt.NDArray[np.uint64], held: npt.NDArray[np.uint64], radius: int
-) -> fingerprint.NearMatches:
-    return fingerprint.NearDuplicateIndex(train).query(held, radius)
+def build_and_query(train: npt.NDArray[np.uint64], held: npt.NDArray[np.uint64], radius: int) -> leakage.NearMatches:
+    return leakage.NearDuplicateIndex(train).query(held, radius)
 
 
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
@@ -120,7 +119,7 @@ def search(n: int, planted_count: int, brute_sample: int, rows: list[dict[str, A
                 strict=True,
             )
         )
-        plan = fingerprint._plan(n, radius)
+        plan = hamming_index._plan(n, radius)
         layout = "brute force" if plan is None else "+".join(f"{p.bits}b/r{p.radius}" for p in plan)
         row = {
             "max_hamming": radius,
@@ -149,7 +148,7 @@ def search(n: int, planted_count: int, brute_sample: int, rows: list[dict[str, A
 
 
 def _hash_paths(paths: list[str]) -> list[int]:
-    return [fingerprint.hash_file(p) for p in paths]
+    return [leakage.hash_file(p) for p in paths]
 
 
 def hashing(n_images: int, rows: list[dict[str, Any]]) -> None:
@@ -158,10 +157,10 @@ def hashing(n_images: int, rows: list[dict[str, Any]]) -> None:
         root = Path(tmp) / "train"
         write_jpeg_folder(root, n_images, size=PHOTO_SIZE, workers=cores)
         print(f"hashing: {n_images:,} JPEGs of {PHOTO_SIZE[0]}x{PHOTO_SIZE[1]}, {cores} cores", flush=True)
-        fingerprint.fingerprint_directory(root, workers=cores)  # warm the page cache
-        reference: fingerprint.Fingerprints | None = None
+        leakage.fingerprint_directory(root, workers=cores)  # warm the page cache
+        reference: leakage.Fingerprints | None = None
         for label, workers in (("1 thread", 1), (f"{cores} threads", cores)):
-            run = functools.partial(fingerprint.fingerprint_directory, root, workers=workers)
+            run = functools.partial(leakage.fingerprint_directory, root, workers=workers)
             seconds, result = min((timed(run) for _ in range(3)), key=lambda r: r[0])
             reference = reference or result
             assert result.sha256 == reference.sha256

@@ -42,7 +42,7 @@ from gate.stats import mcnemar_exact, paired_bootstrap
 from gate.verdict import Decision, Verdict, decide
 
 if TYPE_CHECKING:
-    from gate.fingerprint import Fingerprints
+    from gate.leakage import Fingerprints
 
 log = logging.getLogger(__name__)
 
@@ -341,7 +341,7 @@ def _run_train_sample(verdict: Verdict, data: bytes, source: str, ds: Dataset, r
 
 
 def _read_fingerprint(fingerprint: bytes | PathLike) -> Fingerprints:
-    from gate.fingerprint import load_fingerprints
+    from gate.leakage import load_fingerprints
 
     return load_fingerprints(fingerprint)
 
@@ -349,7 +349,7 @@ def _read_fingerprint(fingerprint: bytes | PathLike) -> Fingerprints:
 def _leakage_inputs(ds: Dataset, prints: Fingerprints, caches: Caches) -> LeakageInputs:
     """The held-out set's perceptual hashes (kept per dataset content, so that gating the
     same set again does not decode every image again) and the training fingerprints."""
-    from gate.fingerprint import HASH_ALGORITHM, HASH_ALGORITHM_VERSION, hash_dataset
+    from gate.leakage import HASH_ALGORITHM, HASH_ALGORITHM_VERSION, hash_dataset
 
     path = (
         caches.hashes / f"{ds.sha256}-{HASH_ALGORITHM}-{HASH_ALGORITHM_VERSION}.npy"

@@ -1,11 +1,12 @@
-"""`gate eval` and `gate policy validate` end to end: real ONNX models, real files, exit
-codes and output as a CD step sees them."""
+"""`gate eval`, `gate policy validate` and `gate check`'s policy options end to end: real
+ONNX models, real files, a real server, exit codes and output as a CD step sees them."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from sklearn.metrics import precision_recall_fscore_support
 
 from gate import demo
 from gate.cli import main
+from tests.conftest import Served
 from tests.models import linear_softmax_model, lookup_model, predictions_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -262,3 +264,77 @@ def test_console_script_exit_codes_and_clean_stdout(tmp_path: Path) -> None:
         [sys.executable, "-m", "gate", "eval", "--model", "x"], capture_output=True, text=True, check=False
     )
     assert bad.returncode == 2 and "--dataset" in bad.stderr
+
+
+def test_eval_policy_file_is_the_policy_option(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data, model = _write_set(tmp_path, RARE)
+    code_old, old = gate_json(capsys, "--model", model, "--dataset", data, "--policy", DEFAULT_POLICY)
+    code_new, new = gate_json(capsys, "--model", model, "--dataset", data, "--policy-file", DEFAULT_POLICY)
+    assert code_old == code_new == 1
+    assert new["policy"] == old["policy"] and new["rules"] == old["rules"]
+
+
+STRICT = "version: 1\nname: strict\nrules:\n  - {id: r, type: per_class, metric: recall, min: 0.9}\n"
+DEPRECATED = "gate check: --policy with a file is deprecated; use --policy-file "
+
+
+def _check(s: Served, tmp_path: Path, capsys: pytest.CaptureFixture[str], *policy: str | Path) -> tuple[int, Any, str]:
+    """`gate check` of the lookup model on the server's pets set: exit code, verdict JSON, stderr."""
+    model = tmp_path / "m.onnx"
+    model.write_bytes(lookup_model(3))
+    argv = ["check", "--server", s.address, "--model", model, "--dataset", "pets", "--format", "json", *policy]
+    code, out, err = gate(capsys, *argv)
+    return code, json.loads(out), err
+
+
+@pytest.fixture
+def strict(tmp_path: Path) -> Path:
+    """A local policy that the lookup model on the pets set fails (rabbit recall 40/45)."""
+    path = tmp_path / "strict.yaml"
+    path.write_text(STRICT)
+    return path
+
+
+def test_check_policy_file_goes_inline(
+    serve: Callable[..., Served], strict: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    s = serve()
+    code, doc, err = _check(s, tmp_path, capsys, "--policy-file", strict)
+    assert code == 1 and doc["policy"]["name"] == "strict"
+    assert doc["rules"][0]["message"] == "rabbit: recall 0.889 < 0.900 (40/45)"
+    assert DEPRECATED not in err
+    code, doc, err = _check(s, tmp_path, capsys, "--policy", "default")  # a registered name
+    assert code == 0 and doc["policy"]["name"] == "default" and DEPRECATED not in err
+
+
+def test_check_policy_with_a_file_still_works_with_a_note(
+    serve: Callable[..., Served], strict: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The old form: --policy naming a local file sends it inline, and says to use --policy-file."""
+    s = serve()
+    code, old, err = _check(s, tmp_path, capsys, "--policy", strict)
+    assert code == 1 and old["policy"]["name"] == "strict"
+    assert [line for line in err.splitlines() if "deprecated" in line] == [f"{DEPRECATED}{strict}"]
+    _, new, _ = _check(s, tmp_path, capsys, "--policy-file", strict)
+    assert (new["policy"], new["rules"]) == (old["policy"], old["rules"])
+
+
+def test_check_policy_options_exclude_each_other(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    base = ["check", "--server", "127.0.0.1:1", "--model", str(tmp_path / "m.onnx"), "--dataset", "pets"]
+    for policy in (["--policy", "default", "--policy-file", str(DEFAULT_POLICY)], []):
+        with pytest.raises(SystemExit) as exited:
+            main([*base, *policy])
+        assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --policy-file: not allowed with argument --policy" in err
+    assert "one of the arguments --policy --policy-file is required" in err
+
+
+def test_check_unreadable_policy_file_is_error_naming_it(
+    serve: Callable[..., Served], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    s = serve()
+    missing = tmp_path / "missing.yaml"
+    code, doc, _ = _check(s, tmp_path, capsys, "--policy-file", missing)
+    assert code == 2 and doc["verdict"] == "ERROR"
+    assert doc["error"] == {"type": "RequestError", "message": f"cannot read {missing}: No such file or directory"}

@@ -902,13 +902,13 @@ def _ray_pods(rayjob: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def test_rayjob_runs_gate_eval_on_the_ray_engine(rayjob: dict[str, Any]) -> None:
-    from gate.cli import _parser
+    from gate.cli import build_parser
 
     assert (rayjob["apiVersion"], rayjob["kind"]) == ("ray.io/v1", "RayJob")
     assert rayjob["metadata"]["namespace"] == "gate"
     argv = shlex.split(rayjob["spec"]["entrypoint"])
     assert argv[0] == "gate"
-    args = _parser().parse_args(argv[1:])  # the command as gate's own CLI reads it
+    args = build_parser().parse_args(argv[1:])  # the command as gate's own CLI reads it
     assert (args.command, args.engine, args.ray_address) == ("eval", "ray", "auto")
     assert args.format == "json"
     assert (ROOT / "policies" / Path(args.policy).name).is_file()

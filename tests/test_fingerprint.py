@@ -1,4 +1,4 @@
-"""Tests for gate.fingerprint: the perceptual hash, fingerprint files, directory and
+"""Tests for gate.leakage: the perceptual hash, fingerprint files, directory and
 dataset hashing, the near-duplicate index, and the leakage scenario of the acceptance
 criteria (5% resized, re-encoded copies of training images are found; a clean set is
 clean).
@@ -26,12 +26,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from gate import fingerprint as fp
 from gate.datasets import load_dataset
 from gate.errors import DatasetError, UserError
-from gate.fingerprint import (
+from gate.leakage import (
     Fingerprints,
     NearDuplicateIndex,
+    NearMatches,
     find_leaks,
     fingerprint_command,
     fingerprint_directory,
@@ -42,6 +42,7 @@ from gate.fingerprint import (
     phash_many,
     save_fingerprints,
 )
+from gate.leakage import index as hamming_index
 
 # --------------------------------------------------------------------------- images
 
@@ -355,6 +356,22 @@ def test_load_and_save_name_the_file(tmp_path: Path) -> None:
         save_fingerprints(fingerprints_of(2), tmp_path / "missing" / "train.fp")
 
 
+def test_save_is_whole_or_nothing(tmp_path: Path) -> None:
+    """A failed write leaves neither a partial file nor its temporary file behind, and a
+    successful one replaces the old file whole, readable by its owner only."""
+    target = tmp_path / "train.fp"
+    save_fingerprints(fingerprints_of(3), target)
+    (tmp_path / "taken.fp").mkdir()  # a rename cannot replace a directory
+    with pytest.raises(UserError, match=r"cannot write fingerprint file .*taken\.fp"):
+        save_fingerprints(fingerprints_of(2), tmp_path / "taken.fp")
+    with pytest.raises(UserError, match=r"cannot write fingerprint file .*train\.fp/x\.fp: Not a directory"):
+        save_fingerprints(fingerprints_of(2), target / "x.fp")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken.fp", "train.fp"]
+    save_fingerprints(fingerprints_of(5), target)
+    assert load_fingerprints(target).sha256 == fingerprints_of(5).sha256
+    assert target.stat().st_mode & 0o777 == 0o600
+
+
 # ------------------------------------------------------------------------ directories
 
 
@@ -475,7 +492,7 @@ def reference(held: npt.NDArray[np.uint64], train: npt.NDArray[np.uint64], radiu
     return out
 
 
-def as_rows(matches: fp.NearMatches) -> list[tuple[int, int, int]]:
+def as_rows(matches: NearMatches) -> list[tuple[int, int, int]]:
     return list(
         zip(matches.held_out_index.tolist(), matches.train_index.tolist(), matches.distance.tolist(), strict=True)
     )
@@ -521,10 +538,10 @@ def test_index_equals_brute_force(n_train: int, radii: list[int]) -> None:
 def test_plans_cover_every_search_path() -> None:
     """The cases above go through brute force, binary search, and padded tables with
     radius 0 and 1 (a guard that the parametrisation keeps testing all of them)."""
-    assert fp._plan(150, 8) is None
-    assert any(not fp._table_ok(p.bits, 150) for p in fp._plan(150, 2) or ())
-    assert any(fp._table_ok(p.bits, 2000) and p.radius == 0 for p in fp._plan(2000, 4) or ())
-    assert any(fp._table_ok(p.bits, 12000) and p.radius >= 1 for p in fp._plan(12000, 12) or ())
+    assert hamming_index._plan(150, 8) is None
+    assert any(not hamming_index._table_ok(p.bits, 150) for p in hamming_index._plan(150, 2) or ())
+    assert any(hamming_index._table_ok(p.bits, 2000) and p.radius == 0 for p in hamming_index._plan(2000, 4) or ())
+    assert any(hamming_index._table_ok(p.bits, 12000) and p.radius >= 1 for p in hamming_index._plan(12000, 12) or ())
 
 
 def test_long_runs_spill_over_and_stay_exact() -> None:
@@ -577,8 +594,8 @@ def test_popcount_fallback_agrees() -> None:
     x[0, :3] = [0, 2**64 - 1, 1 << 63]
     expected = np.unpackbits(x.view(np.uint8).reshape(50, 100, 8), axis=-1).sum(axis=-1)
     assert np.array_equal(popcount_swar(x), expected)
-    assert np.array_equal(fp._popcount_bytes(x), expected)
-    assert np.array_equal(fp._popcount(x), expected)
+    assert np.array_equal(hamming_index._popcount_bytes(x), expected)
+    assert np.array_equal(hamming_index._popcount(x), expected)
 
 
 # ------------------------------------------------------------------------------ leaks

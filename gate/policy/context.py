@@ -56,7 +56,7 @@ class LeakageInputs:
 
     heldout_hashes: npt.NDArray[np.uint64]
     sample_ids: list[str]
-    fingerprints: Any  # gate.fingerprint.Fingerprints
+    fingerprints: Any  # gate.leakage.Fingerprints
     sha256: str  # of the fingerprint file
 
 

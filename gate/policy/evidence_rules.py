@@ -258,7 +258,7 @@ class LeakageRule(Rule):
         return []
 
     def check(self, context: RuleContext) -> RuleResult:
-        from gate.fingerprint import find_leaks
+        from gate.leakage import find_leaks
 
         threshold: dict[str, Any] = {"max_hamming": self.max_hamming, "max_overlap": self.max_overlap}
         leak = context.leakage

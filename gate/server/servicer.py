@@ -159,7 +159,7 @@ class GateServicer(pb_grpc.GateServiceServicer):  # type: ignore[misc,unused-ign
             policy.check_classes(dataset.classes)
             fingerprint = bytes(request.fingerprint) or None
             if fingerprint is not None:
-                from gate.fingerprint import load_fingerprints
+                from gate.leakage import load_fingerprints
 
                 load_fingerprints(fingerprint)  # a damaged file is the request's fault
             check_evidence(

@@ -1,0 +1,161 @@
+"""The commands that ask a running gate server: ``gate check`` (upload a model and gate
+it on a registered held-out set, the remote ``gate eval``) and ``gate health``."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+from pathlib import Path
+from typing import Any
+
+from gate.cli.connection import add_client_options, open_client
+from gate.cli.eval import add_evidence_options
+from gate.cli.verdict_output import Progress, add_format_options, add_report_options, deliver_verdict
+from gate.errors import GateError, RequestError
+from gate.providers import PROVIDERS
+from gate.verdict import Decision, Verdict
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    ck = sub.add_parser(
+        "check",
+        help="gate a model through a gate server",
+        description=(
+            "Upload MODEL to the gate server and evaluate it on the server's registered held-out set"
+            " DATASET with POLICY (a registered policy name, or with --policy-file a local policy file sent"
+            " inline)."
+            " Same exit codes and verdict JSON as `gate eval`: 0 PASS, 1 FAIL, 2 ERROR."
+        ),
+    )
+    ck.add_argument("--server", required=True, help="HOST:PORT of the gate server")
+    ck.add_argument("--model", required=True, type=Path, help="ONNX model file")
+    ck.add_argument("--dataset", required=True, help="name of a dataset registered on the server")
+    policy = ck.add_mutually_exclusive_group(required=True)
+    policy.add_argument("--policy", help="registered policy name (for a local policy file: --policy-file)")
+    policy.add_argument("--policy-file", type=Path, metavar="FILE", help="local policy YAML file, sent inline")
+    add_format_options(ck)
+    ck.add_argument("--provider", choices=PROVIDERS, help="execution provider (default: the server's)")
+    ck.add_argument(
+        "--label",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="label the evaluation (pipeline_id=..., git_sha=..., or any key); repeatable",
+    )
+    ck.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for the verdict (default 3600)")
+    add_evidence_options(ck)
+    ck.add_argument(
+        "--attestation-out",
+        type=Path,
+        metavar="FILE",
+        help="write the server's signed attestation of the verdict there (for `gate verify` in a deploy step)",
+    )
+    add_report_options(ck)
+    add_client_options(ck)
+    ck.set_defaults(run=run_check)
+
+    he = sub.add_parser("health", help="ask a gate server whether it is serving (exit 0) or not (exit 1)")
+    he.add_argument("--server", default="127.0.0.1:50051", help="HOST:PORT (default 127.0.0.1:50051)")
+    he.add_argument("--service", default="", help="service name to ask about (default: the whole server)")
+    he.add_argument("--timeout", type=float, default=5.0, help="seconds to wait (default 5)")
+    add_client_options(he)
+    he.set_defaults(run=run_health)
+
+
+def parse_labels(pairs: list[str]) -> dict[str, Any]:
+    """``--label KEY=VALUE`` pairs as the Labels message wants them: the known keys, then ``extra``."""
+    labels: dict[str, Any] = {}
+    extra: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise RequestError(f"--label {pair!r} is not valid; it should be KEY=VALUE")
+        if key in ("pipeline_id", "git_sha"):
+            labels[key] = value
+        else:
+            extra[key] = value
+    if extra:
+        labels["extra"] = extra
+    return labels
+
+
+def _request_error(args: argparse.Namespace, kind: str, message: str) -> Verdict:
+    """The ERROR verdict of a check that never got a verdict from the server."""
+    return Verdict(
+        decision=Decision.ERROR,
+        model={"sha256": None, "path": str(args.model)},
+        error={"type": kind, "message": message},
+    )
+
+
+def policy_file(args: argparse.Namespace) -> Path | None:
+    """The local policy file to send inline, or None for a registered policy name.
+
+    ``--policy`` naming an existing file is the older spelling of ``--policy-file``: it
+    still works, with a note, because guessing from the file system can pick a local
+    file where a registered name was meant.
+    """
+    if args.policy_file is not None:
+        path: Path = args.policy_file
+        return path
+    if Path(args.policy).is_file():
+        print(f"gate check: --policy with a file is deprecated; use --policy-file {args.policy}", file=sys.stderr)
+        return Path(args.policy)
+    return None
+
+
+def _evaluate_remotely(args: argparse.Namespace, progress: Progress) -> tuple[Verdict, str | None]:
+    """Upload the model (and the champion), evaluate, and return the verdict and its attestation."""
+    local_policy = policy_file(args)
+    labels = parse_labels(args.label)
+    data = args.model.read_bytes()
+    champion = args.baseline.read_bytes() if args.baseline is not None else None
+    prints = args.fingerprint.read_bytes() if args.fingerprint is not None else b""
+    policy_yaml = local_policy.read_text(encoding="utf-8") if local_policy is not None else None
+    with open_client(args, args.server, args.timeout) as client:
+        client.upload_model(data, filename=args.model.name)
+        if champion is not None:
+            client.upload_model(champion, filename=args.baseline.name)
+        evaluation = client.evaluate(
+            hashlib.sha256(data).hexdigest(),
+            args.dataset,
+            policy_name=None if policy_yaml is not None else args.policy,
+            policy_yaml=policy_yaml,
+            labels=labels,
+            provider=args.provider,
+            model_name=str(args.model),
+            on_progress=progress,
+            baseline_sha256=hashlib.sha256(champion).hexdigest() if champion is not None else "",
+            fingerprint=prints,
+        )
+    return Verdict.from_dict(evaluation.document), evaluation.attestation
+
+
+def run_check(args: argparse.Namespace) -> int:
+    from gate.client import GateClientError
+
+    progress = Progress(args.quiet)
+    attestation: str | None = None
+    try:
+        verdict, attestation = _evaluate_remotely(args, progress)
+    except GateClientError as e:
+        verdict = _request_error(args, "ServiceError", e.message)
+    except RequestError as e:
+        verdict = _request_error(args, e.kind, e.message)
+    except OSError as e:
+        verdict = _request_error(args, "RequestError", f"cannot read {e.filename}: {e.strerror}")
+    finally:
+        progress.end()
+    return deliver_verdict(verdict, attestation, args, "check")
+
+
+def run_health(args: argparse.Namespace) -> int:
+    try:
+        with open_client(args, args.server, args.timeout) as client:
+            status = client.health(args.service)
+    except GateError as e:
+        print(f"gate health: {args.server}: {e.message}", file=sys.stderr)
+        return 1
+    print(status)
+    return 0 if status == "SERVING" else 1
