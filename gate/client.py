@@ -24,7 +24,7 @@ from gate._proto.gate.v1 import gate_pb2 as pb
 from gate._proto.gate.v1 import gate_pb2_grpc as pb_grpc
 from gate.config import DEFAULT_MAX_MESSAGE_BYTES, REPLY_SIZE_FACTOR
 from gate.errors import GateError, RequestError
-from gate.server.convert import labels_to_pb
+from gate.wire import labels_to_pb
 
 CHUNK_BYTES = 1 << 20
 #: Client-side load balancing policies: one server at a time, or each call to the next.

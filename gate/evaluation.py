@@ -260,6 +260,7 @@ def _run(
         "samples": len(ds),
         "classes": list(ds.classes),
         "source": str(ds.source_path),
+        **ds.verdict_fields(),
     }
     pol.check_classes(ds.classes)
     check_evidence(pol, ds, has_baseline=baseline is not None, has_fingerprint=fingerprint is not None)

@@ -32,6 +32,7 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
+from gate.datasets.input_cast import cast_for_model
 from gate.errors import ModelError, ProviderError
 from gate.providers import CPU, CUDA, PROVIDERS, Provider
 
@@ -464,7 +465,7 @@ def _chunks(model: LoadedModel, batches: Iterable[npt.NDArray[Any]]) -> Iterator
     exactly its batch size, the tail padded with zeros (its outputs are dropped)."""
     fixed = model.fixed_batch
     for batch in batches:
-        x = np.ascontiguousarray(batch, dtype=model.input_dtype)
+        x = cast_for_model(batch, model.input_dtype)  # refuses values the cast would change
         if fixed is None:
             yield len(x), x
             continue

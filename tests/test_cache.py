@@ -53,7 +53,7 @@ def test_cached_tensors_equal_decoded_ones_bit_for_bit(tmp_path: Path) -> None:
     assert (first.status, second.status) == ("built", "hit")
     assert fresh.dtype == np.float32 and fresh.shape == (24, 3, 8, 8)
     assert np.array_equal(fresh, built) and np.array_equal(fresh, read)
-    assert [p.name for p in (tmp_path / "cache").iterdir()] == [f"{ds.sha256}.v1.npy"]
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [f"{ds.sha256}.v2.npy"]
 
 
 def test_an_abandoned_build_leaves_nothing(tmp_path: Path) -> None:

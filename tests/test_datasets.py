@@ -19,6 +19,7 @@ import yaml
 from PIL import Image
 
 from gate.datasets import Dataset, DatasetSpec, Preprocess, load_dataset
+from gate.datasets.input_cast import cast_for_model
 from gate.errors import DatasetError, UserError
 
 RNG_SEED = 1234
@@ -718,3 +719,232 @@ def test_manifest_csv_structure(tmp_path: Path) -> None:
 def test_manifest_without_rows_is_empty(tmp_path: Path) -> None:
     assert "no samples" in manifest_error(tmp_path, "path,label\n")
     assert "no samples" in manifest_error(tmp_path, "\n\n", name="m.jsonl")
+
+
+# ------------------------------------------------------ links, repeats and skipped files
+
+
+def test_a_link_out_of_the_root_is_refused(tmp_path: Path) -> None:
+    image_folder(tmp_path / "data", {"a": 2, "b": 2})
+    write_image(tmp_path / "outside" / "x.png", rgb(4, 6, 99))
+    (tmp_path / "data" / "a" / "x.png").symlink_to(tmp_path / "outside" / "x.png")
+    message = error_of(tmp_path / "data")
+    assert "'a/x.png' is a symbolic link to" in message and "outside the dataset directory" in message
+
+
+def test_a_class_folder_linked_from_outside_is_refused(tmp_path: Path) -> None:
+    image_folder(tmp_path / "data", {"a": 2})
+    image_folder(tmp_path / "elsewhere", {"b": 2})
+    (tmp_path / "data" / "b").symlink_to(tmp_path / "elsewhere" / "b", target_is_directory=True)
+    assert "'b' is a symbolic link to" in error_of(tmp_path / "data")
+
+
+def one_image_many_links(root: Path, links: int) -> Path:
+    """Class ``a``: one image and ``links`` links to it; class ``b``: two distinct images."""
+    image_folder(root, {"a": 1, "b": 2})
+    for i in range(links):
+        (root / "a" / f"link{i:02d}.png").symlink_to(root / "a" / "0.png")
+    return root
+
+
+def test_one_image_and_its_links_is_an_error_listing_them(tmp_path: Path) -> None:
+    message = error_of(one_image_many_links(tmp_path / "data", 49))
+    assert message.startswith("49 image file(s) repeat the bytes of another sample")
+    assert "a/link00.png = a/0.png" in message and "and 39 more" in message
+    assert "duplicates: count_once" in message
+
+
+def test_count_once_keeps_the_first_and_lists_the_rest(tmp_path: Path) -> None:
+    one_image_many_links(tmp_path / "data", 3)
+    shutil.copy(tmp_path / "data" / "b" / "0.png", tmp_path / "data" / "b" / "copy.png")
+    ds = load_dataset(write_spec(tmp_path / "spec.yaml", name="s", source="data", duplicates="count_once"))
+    assert ds.sample_ids == ["a/0.png", "b/0.png", "b/1.png"] and ds.labels.tolist() == [0, 1, 1]
+    assert [len(b) for b in ds.batches(8)] == [3]
+    assert ds.verdict_fields() == {
+        "skipped": {
+            "duplicates": [
+                "a/link00.png (same bytes as a/0.png)",
+                "a/link01.png (same bytes as a/0.png)",
+                "a/link02.png (same bytes as a/0.png)",
+                "b/copy.png (same bytes as b/0.png)",
+            ],
+            "count": 4,
+        }
+    }
+    # the same samples as a set without the repeats
+    clean = tmp_path / "clean"
+    image_folder(clean, {"a": 1, "b": 2})
+    assert ds.sha256 == load_dataset(clean).sha256
+
+
+@pytest.mark.parametrize("count_once", [False, True])
+def test_the_same_bytes_under_two_labels_is_a_label_conflict(tmp_path: Path, count_once: bool) -> None:
+    image_folder(tmp_path / "data", {"a": 2, "b": 2})
+    shutil.copy(tmp_path / "data" / "a" / "1.png", tmp_path / "data" / "b" / "same.png")
+    extra = {"duplicates": "count_once"} if count_once else {}
+    message = error_of(write_spec(tmp_path / "spec.yaml", name="s", source="data", **extra))
+    assert message.startswith("label conflict: a/1.png (label 'a') and b/same.png (label 'b') hold the same bytes")
+
+
+def test_a_manifest_of_byte_identical_copies_is_an_error(tmp_path: Path) -> None:
+    image_folder(tmp_path / "data", {"a": 2})
+    shutil.copy(tmp_path / "data" / "a" / "0.png", tmp_path / "data" / "a" / "copy.png")
+    (tmp_path / "data" / "list.csv").write_text("path,label\na/0.png,a\na/1.png,a\na/copy.png,a\n")
+    assert "1 image file(s) repeat the bytes of another sample" in error_of(tmp_path / "data" / "list.csv")
+
+
+def test_identical_npz_rows_are_samples(tmp_path: Path) -> None:
+    np.savez(tmp_path / "d.npz", x=np.zeros((4, 2), np.float32), y=np.array([0, 0, 1, 1]))
+    ds = load_dataset(tmp_path / "d.npz")
+    assert len(ds) == 4 and ds.verdict_fields() == {}
+
+
+def test_hidden_files_and_folders_are_skipped_and_listed(tmp_path: Path) -> None:
+    image_folder(tmp_path / "data", {"a": 2, "b": 2})
+    write_image(tmp_path / "data" / "a" / ".N.png", rgb(4, 6, 50))
+    write_image(tmp_path / "data" / ".red" / "0.png", rgb(4, 6, 51))
+    ds = load_dataset(tmp_path / "data")
+    assert len(ds) == 4 and ds.classes == ["a", "b"]
+    assert ds.verdict_fields() == {"skipped": {"hidden": [".red/", "a/.N.png"], "count": 2}}
+    assert load_dataset(image_folder(tmp_path / "plain", {"a": 1})).verdict_fields() == {}
+
+
+def test_the_skipped_list_is_capped_but_counted(tmp_path: Path) -> None:
+    image_folder(tmp_path / "data", {"a": 1})
+    for i in range(25):
+        (tmp_path / "data" / "a" / f".{i:02d}.png").write_bytes(b"")
+    skipped = load_dataset(tmp_path / "data").verdict_fields()["skipped"]
+    assert skipped["count"] == 25 and len(skipped["hidden"]) == 20
+
+
+# ------------------------------------------------------------------ class names
+
+
+def test_a_manifest_label_with_a_trailing_space_names_label_file_and_line(tmp_path: Path) -> None:
+    image_folder(tmp_path / "data", {"cat": 2})
+    (tmp_path / "data" / "list.csv").write_text("path,label\ncat/0.png,cat\ncat/1.png,cat \n")
+    message = error_of(tmp_path / "data" / "list.csv")
+    assert "list.csv, line 3: label 'cat ': class name 'cat ' has leading or trailing whitespace" in message
+
+
+def test_nfc_and_nfd_class_folders_are_refused_naming_both(tmp_path: Path) -> None:
+    image_folder(tmp_path / "data", {"caf\u00e9": 1, "cafe\u0301": 1})
+    message = error_of(tmp_path / "data")
+    assert "class folders 'cafe\\u0301' and 'caf\\xe9' are the same class name" in message
+
+
+def test_nfd_and_nfc_labels_are_one_class(tmp_path: Path) -> None:
+    image_folder(tmp_path / "data", {"x": 3})
+    rows = ["x/0.png,caf\u00e9", "x/1.png,cafe\u0301", "x/2.png,tea"]
+    (tmp_path / "data" / "list.csv").write_text("path,label\n" + "\n".join(rows) + "\n")
+    ds = load_dataset(tmp_path / "data" / "list.csv")
+    assert ds.classes == ["caf\u00e9", "tea"] and ds.labels.tolist() == [0, 0, 1]
+    spec = write_spec(tmp_path / "s.yaml", name="s", source="data/list.csv", classes=["cafe\u0301", "tea"])
+    assert load_dataset(spec).classes == ["caf\u00e9", "tea"]
+
+
+# ------------------------------------------------------------- pixel conventions
+
+
+def grey_pixels_of(tmp_path: Path, values: npt.NDArray[Any], name: str) -> list[list[float]]:
+    """The 0..255 pixel values gate reads from one greyscale image file holding ``values``."""
+    path = tmp_path / "data" / "c" / name
+    path.parent.mkdir(parents=True)
+    Image.fromarray(values).save(path)
+    ds = load_dataset(write_spec(tmp_path / "s.yaml", name="s", source="data", preprocess={"channels": "L"}))
+    (batch,) = list(ds.batches(1))
+    pixels: list[list[float]] = (batch[0, 0] * 255).round().tolist()
+    return pixels
+
+
+def test_16_bit_png_is_scaled_not_clipped(tmp_path: Path) -> None:
+    values = np.array([[60 * 257, 65535], [0, 200 * 257 + 50]], np.uint16)
+    assert grey_pixels_of(tmp_path, values, "img.png") == [[60, 255], [0, 200]]
+
+
+def test_float_tiff_is_read_as_0_to_1_intensities(tmp_path: Path) -> None:
+    values = np.array([[0.0, 0.5], [1.0, 0.25]], np.float32)
+    assert grey_pixels_of(tmp_path, values, "img.tif") == [[0, 128], [255, 64]]
+
+
+def test_float_tiff_outside_0_to_1_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match=r"image c/img\.tif holds floating-point pixels from 0 to 200"):
+        grey_pixels_of(tmp_path, np.array([[0.0, 200.0]], np.float32), "img.tif")
+
+
+@pytest.mark.parametrize(
+    ("alpha", "expected"), [("black", [0, 0, 0]), ("white", [255, 255, 255]), ("drop", [200, 10, 20])]
+)
+def test_transparent_pixels_follow_the_alpha_option(tmp_path: Path, alpha: str, expected: list[int]) -> None:
+    rgba = np.zeros((1, 2, 4), np.uint8)
+    rgba[..., :3] = (200, 10, 20)
+    rgba[0, 1, 3] = 255  # the second pixel is opaque
+    sample = only_image(tmp_path, rgba, alpha=alpha, layout="NHWC")
+    assert (sample[0, 0] * 255).round().tolist() == expected
+    assert (sample[0, 1] * 255).round().tolist() == [200, 10, 20]
+
+
+def test_transparent_pixels_refused_on_request(tmp_path: Path) -> None:
+    rgba = np.zeros((1, 2, 4), np.uint8)
+    write_image(tmp_path / "data" / "c" / "img.png", rgba)
+    spec = write_spec(tmp_path / "s.yaml", name="s", source="data", preprocess={"alpha": "refuse"})
+    assert "image c/img.png has transparent pixels" in error_of(spec)
+
+
+def exif_rotated_jpeg(path: Path) -> Path:
+    """A 4x8 (HxW) JPEG, left half black and right half white, tagged orientation 6
+    (display turned 90° clockwise: 8x4, black on top)."""
+    pixels = np.zeros((4, 8), np.uint8)
+    pixels[:, 4:] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path, format="JPEG", quality=100, exif=exif)
+    return path
+
+
+@pytest.mark.parametrize("transpose", [False, True])
+def test_exif_orientation_is_a_spec_option(tmp_path: Path, transpose: bool) -> None:
+    exif_rotated_jpeg(tmp_path / "data" / "c" / "img.jpg")
+    preprocess = {"channels": "L", "exif_transpose": transpose}
+    ds = load_dataset(write_spec(tmp_path / "s.yaml", name="s", source="data", preprocess=preprocess))
+    (batch,) = list(ds.batches(1))
+    image = batch[0, 0]
+    if transpose:
+        assert ds.sample_shape == (1, 8, 4)
+        assert image[:4].mean() < 0.1 and image[4:].mean() > 0.9
+    else:
+        assert ds.sample_shape == (1, 4, 8)
+        assert image[:, :4].mean() < 0.1 and image[:, 4:].mean() > 0.9
+
+
+def test_new_options_at_their_defaults_keep_the_hash(tmp_path: Path) -> None:
+    image_folder(tmp_path / "data", {"a": 1})
+    plain = load_dataset(write_spec(tmp_path / "p.yaml", name="p", source="data")).sha256
+    explicit = {"exif_transpose": False, "alpha": "black"}
+    same = write_spec(tmp_path / "e.yaml", name="e", source="data", preprocess=explicit, duplicates="refuse")
+    assert load_dataset(same).sha256 == plain
+    white = write_spec(tmp_path / "w.yaml", name="w", source="data", preprocess={"alpha": "white"})
+    assert load_dataset(white).sha256 != plain
+
+
+# ------------------------------------------------------- conversion to the input dtype
+
+
+def test_the_cast_to_an_integer_input_refuses_fractions_and_wrapping() -> None:
+    with pytest.raises(DatasetError, match=r"input is uint8 but the samples hold fractional values \(e.g. 0.5\)"):
+        cast_for_model(np.array([[0.5, 1.0]], np.float32), np.uint8)
+    with pytest.raises(DatasetError, match=r"input is int8 \(-128..127\) but the samples hold 200"):
+        cast_for_model(np.array([[200.0]], np.float32), np.int8)
+    with pytest.raises(DatasetError, match=r"input is uint8 \(0..255\) but the samples hold -1"):
+        cast_for_model(np.array([[-1]], np.int64), np.uint8)
+    with pytest.raises(DatasetError, match="NaN or infinite"):
+        cast_for_model(np.array([[np.nan]], np.float32), np.int32)
+    exact = cast_for_model(np.array([[0.0, 255.0]], np.float32), np.uint8)
+    assert exact.dtype == np.uint8 and exact.tolist() == [[0, 255]] and exact.flags.c_contiguous
+
+
+def test_the_cast_to_a_narrower_float_refuses_overflow() -> None:
+    with pytest.raises(DatasetError, match="input is float16, which cannot hold the sample value 70000"):
+        cast_for_model(np.array([[70000.0]], np.float32), np.float16)
+    assert cast_for_model(np.array([[1, 2]], np.uint8), np.float32).tolist() == [[1.0, 2.0]]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import grpc
 import pytest
@@ -45,27 +45,30 @@ def _still_serving(s: Served) -> None:
         )
 
 
-def _start_slow(s: Served) -> tuple[grpc.Channel, object]:
+def start_slow(s: Served, dataset: str = "pets-huge") -> tuple[grpc.Channel, Iterator[pb.EvaluateEvent], str]:
+    """An evaluation of the slow model, accepted and running in its worker: its channel,
+    its call (the events still to come) and its id."""
     with s.client() as c:
         sha = c.upload_model(slow_lookup_model(3)).sha256
     channel = grpc.insecure_channel(s.address)
     call = pb_grpc.GateServiceStub(channel).Evaluate(
         pb.EvaluateRequest(
-            model_sha256=sha, dataset="pets-huge", policy_name="default", batch_size=1, provider=pb.PROVIDER_CPU
+            model_sha256=sha, dataset=dataset, policy_name="default", batch_size=1, provider=pb.PROVIDER_CPU
         )
     )
-    assert next(call).WhichOneof("event") == "accepted"
+    first = next(call)
+    assert first.WhichOneof("event") == "accepted"
     assert next(call).WhichOneof("event") == "progress"  # running in its worker
-    return channel, call
+    return channel, call, first.accepted.evaluation_id
 
 
 def test_a_crashing_worker_is_an_error_and_the_server_goes_on(serve: Callable[..., Served]) -> None:
     s = serve()
-    channel, call = _start_slow(s)
+    channel, call, _ = start_slow(s)
     worker = _busy_worker(s)
     assert worker.pid is not None
     os.kill(worker.pid, signal.SIGSEGV)  # what a crash in ONNX Runtime's native code looks like
-    events = list(call)  # type: ignore[call-overload]
+    events = list(call)
     channel.close()
     verdict = events[-1].verdict
     assert verdict.decision == pb.ERROR
@@ -109,7 +112,7 @@ def test_a_model_that_exhausts_memory_is_an_error(serve: Callable[..., Served]) 
 
 def test_a_cancelled_call_stops_its_work(serve: Callable[..., Served]) -> None:
     s = serve()
-    channel, call = _start_slow(s)
+    channel, call, _ = start_slow(s)
     worker = _busy_worker(s)
     pid = worker.pid
     assert pid is not None and _alive(pid)

@@ -452,3 +452,14 @@ def test_upload_hash_declared_first_last_never_or_twice(serve: Callable[..., Ser
         f"upload ended after {len(data)} of the declared {len(data) + 1} bytes",
     )
     assert sorted(p.name for p in (s.root / "data" / "models").iterdir()) == [f"{sha}.onnx"]
+
+
+def test_the_wire_conversions_keep_their_old_module() -> None:
+    """They moved to gate.wire (the client imports nothing from gate.server); the old
+    spelling stays an alias."""
+    from gate import wire
+    from gate.server import convert
+
+    for name in convert.__all__:
+        assert getattr(convert, name) is getattr(wire, name)
+    assert convert.labels_to_dict(convert.labels_to_pb({"pipeline_id": "ci-1"})) == {"pipeline_id": "ci-1"}

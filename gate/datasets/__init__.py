@@ -2,7 +2,7 @@
 
 :func:`load_dataset` accepts any of:
 
-* a dataset spec YAML (``.yaml``/``.yml``; see ``DESIGN.md``, "Dataset spec YAML"),
+* a dataset spec YAML (``.yaml``/``.yml``; see ``docs/datasets.md``),
   whose ``source`` is relative to the spec file's directory or absolute;
 * an ``.npz`` file with arrays ``x`` (N, ...) and ``y`` (N,) and optionally
   ``classes``;

@@ -27,7 +27,7 @@ from gate.datasets.dataset import Dataset
 
 log = logging.getLogger(__name__)
 
-_FORMAT = "v1"  # bump when the stored layout changes
+_FORMAT = "v2"  # bump when the stored layout or the decoded pixels change
 
 
 @dataclass

@@ -11,6 +11,7 @@ taken at load time, so the hash always describes the data that was evaluated.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import functools
 import hashlib
 import itertools
@@ -26,7 +27,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from gate.datasets import images
+from gate.datasets import images, repeats
 from gate.datasets.sources import (
     MANIFEST_SUFFIXES,
     ImageListing,
@@ -44,6 +45,8 @@ _SPEC_SUFFIXES = frozenset({".yaml", ".yml"})
 _WORKERS = max(1, min(32, os.cpu_count() or 1))
 #: Samples a thread normalises at a time: big enough to amortise the hand-off.
 _NORMALISE_CHUNK = 8
+#: Paths per reason that the verdict lists of what was skipped (the count covers them all).
+SKIPPED_LISTED = 20
 #: Version tag mixed into every dataset hash; bump it when the hashing scheme changes.
 _HASH_SCHEME = "gate.dataset/v1"
 
@@ -211,6 +214,7 @@ class Dataset:
         metadata: list[dict[str, str]] | None,
         sha256: str,
         samples: _Samples,
+        skipped: dict[str, list[str]] | None = None,
     ) -> None:
         self.name = spec.name
         self.spec = spec
@@ -225,6 +229,9 @@ class Dataset:
         self.sha256 = sha256
         self.sample_shape = samples.sample_shape
         self._samples = samples
+        #: What the source held but the dataset left out, by reason (``hidden``: hidden
+        #: files and folders; ``duplicates``: repeats counted once), each in order.
+        self.skipped = {reason: list(paths) for reason, paths in (skipped or {}).items() if paths}
 
     def __len__(self) -> int:
         return len(self._samples)
@@ -234,6 +241,16 @@ class Dataset:
             f"Dataset(name={self.name!r}, samples={len(self)}, classes={len(self.classes)}, "
             f"sample_shape={self.sample_shape}, sha256={self.sha256[:12]}...)"
         )
+
+    def verdict_fields(self) -> dict[str, Any]:
+        """Fields for the verdict's ``dataset`` block beyond name, hash, size and classes:
+        ``skipped`` (total ``count`` and, per reason, the first paths) when the source held
+        anything that was left out; nothing otherwise, so an ordinary set's block is unchanged."""
+        if not self.skipped:
+            return {}
+        listed: dict[str, Any] = {reason: paths[:SKIPPED_LISTED] for reason, paths in self.skipped.items()}
+        listed["count"] = sum(len(paths) for paths in self.skipped.values())
+        return {"skipped": listed}
 
     @property
     def pixel_source(self) -> _ImageSamples | None:
@@ -367,25 +384,66 @@ def _load_npz(spec: DatasetSpec, path: Path) -> Dataset:
 def _load_images(spec: DatasetSpec, source: Path, listing: ImageListing, digest_cache: Path | None) -> Dataset:
     preprocess = spec.preprocess if spec.preprocess is not None else Preprocess()
     effective = spec.model_copy(update={"preprocess": preprocess})
+    file_digests, out_size = _scan_files(listing, preprocess, _DigestCache(digest_cache, source, preprocess))
+    again = repeats.repeated_samples(
+        listing.sample_ids,
+        listing.labels,
+        listing.classes,
+        file_digests,
+        count_once=spec.duplicates == "count_once",
+    )
+    skipped = {"hidden": listing.hidden, "duplicates": repeats.describe(listing.sample_ids, again)}
+    keep = [i for i in range(len(listing.files)) if i not in again]
+    if again:
+        listing = _subset(listing, keep)
+        file_digests = [file_digests[i] for i in keep]
     digest = _hash_header("images", listing.classes, preprocess)
+    for i, file_digest in enumerate(file_digests):
+        entry: list[Any] = [listing.sample_ids[i], listing.labels[i], file_digest]
+        if listing.metadata is not None and listing.metadata[i]:
+            entry.append(listing.metadata[i])
+        digest.update(b"\n" + _canonical(entry))
+    return Dataset(
+        spec=effective,
+        source_path=source,
+        classes=listing.classes,
+        labels=np.asarray(listing.labels, dtype=np.int64),
+        sample_ids=listing.sample_ids,
+        metadata=listing.metadata,
+        sha256=digest.hexdigest(),
+        samples=_ImageSamples(listing, preprocess, file_digests, images.sample_shape(out_size, preprocess)),
+        skipped=skipped,
+    )
+
+
+def _subset(listing: ImageListing, keep: list[int]) -> ImageListing:
+    """``listing`` with only the samples at ``keep`` (in that order)."""
+    return dataclasses.replace(
+        listing,
+        files=[listing.files[i] for i in keep],
+        sample_ids=[listing.sample_ids[i] for i in keep],
+        labels=[listing.labels[i] for i in keep],
+        metadata=None if listing.metadata is None else [listing.metadata[i] for i in keep],
+    )
+
+
+def _scan_files(
+    listing: ImageListing, preprocess: Preprocess, known: _DigestCache
+) -> tuple[list[str], tuple[int, int]]:
+    """Every file's SHA-256, and the (height, width) every sample has after resize and crop.
+
+    Files whose stat signature the digest cache remembers are not read; the rest are read
+    and hashed on the pool. A size that differs from the first image's is an error.
+    """
     file_digests: list[str] = []
     first: tuple[str, tuple[int, int], tuple[int, int]] | None = None
-
-    known = _DigestCache(digest_cache, source)
-
-    # files whose stat signature is remembered need no reading; the rest are read and
-    # hashed on the pool
-    facts: list[tuple[str, tuple[int, int]] | None] = (
-        [known.get(f, known.signature(f)) for f in listing.files]
-        if digest_cache is not None
-        else [None] * len(listing.files)
-    )
+    facts = [known.get(f, known.signature(f)) if known.path is not None else None for f in listing.files]
 
     def scan(i: int) -> tuple[str, tuple[int, int]]:
         name = listing.sample_ids[i]
         signature = known.signature(listing.files[i])
         data = _read_file(listing.files[i], name)
-        size = images.probe_size(data, name)
+        size = images.probe_size(data, name, exif_transpose=preprocess.exif_transpose)
         file_digest = hashlib.sha256(data).hexdigest()
         known.put(listing.files[i], signature, file_digest, size)
         return file_digest, size
@@ -404,31 +462,20 @@ def _load_images(spec: DatasetSpec, source: Path, listing: ImageListing, digest_
                 first = (name, size, out)
             elif out != first[2]:
                 raise DatasetError(_size_mismatch(name, size, out, first, preprocess))
-            entry: list[Any] = [name, listing.labels[i], file_digest]
-            if listing.metadata is not None and listing.metadata[i]:
-                entry.append(listing.metadata[i])
-            digest.update(b"\n" + _canonical(entry))
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     assert first is not None  # the readers refuse empty datasets
     known.save()
-    return Dataset(
-        spec=effective,
-        source_path=source,
-        classes=listing.classes,
-        labels=np.asarray(listing.labels, dtype=np.int64),
-        sample_ids=listing.sample_ids,
-        metadata=listing.metadata,
-        sha256=digest.hexdigest(),
-        samples=_ImageSamples(listing, preprocess, file_digests, images.sample_shape(first[2], preprocess)),
-    )
+    return file_digests, first[2]
 
 
 class _DigestCache:
     """File digests and image sizes by stat signature, one JSON file per dataset source."""
 
-    def __init__(self, root: Path | None, source: Path) -> None:
-        self.path = None if root is None else root / f"{hashlib.sha256(str(source).encode()).hexdigest()}.json"
+    def __init__(self, root: Path | None, source: Path, preprocess: Preprocess) -> None:
+        # Sizes depend on EXIF handling: a set read both ways keeps two files.
+        key = f"{source}|exif" if preprocess.exif_transpose else str(source)
+        self.path = None if root is None else root / f"{hashlib.sha256(key.encode()).hexdigest()}.json"
         self._old: dict[str, list[Any]] = {}
         self._new: dict[str, list[Any]] = {}
         self._lock = threading.Lock()
@@ -449,7 +496,9 @@ class _DigestCache:
         return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
 
     def get(self, file: Path, signature: list[int] | None) -> tuple[str, tuple[int, int]] | None:
-        entry = self._old.get(str(file)) if self.path is not None and signature is not None else None
+        if self.path is None:
+            return None
+        entry = self._old.get(str(file)) if signature is not None else None
         if entry is None or entry[0] != signature:
             return None
         with self._lock:
@@ -518,7 +567,7 @@ def _hash_header(kind: str, classes: list[str], preprocess: Preprocess | None) -
                 "scheme": _HASH_SCHEME,
                 "kind": kind,
                 "classes": classes,
-                "preprocess": None if preprocess is None else preprocess.model_dump(mode="json"),
+                "preprocess": None if preprocess is None else preprocess.identity(),
             }
         )
     )

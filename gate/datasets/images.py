@@ -11,13 +11,21 @@ import io
 
 import numpy as np
 import numpy.typing as npt
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from gate.datasets.spec import Preprocess
 from gate.errors import DatasetError
 
 #: File extensions (lower case) an ImageFolder class folder may contain.
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
+
+#: Modes of integer samples wider than 8 bits.
+_WIDE_INTEGER_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})
+#: Modes with an alpha channel (a transparent colour key is in ``info`` instead).
+_ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
+_ORIENTATION = 0x0112  # the EXIF orientation tag
+#: Orientations that turn the image a quarter turn, swapping width and height.
+_QUARTER_TURNS = frozenset({5, 6, 7, 8})
 
 _RESAMPLING: dict[str, Image.Resampling] = {
     "bilinear": Image.Resampling.BILINEAR,
@@ -79,8 +87,9 @@ def sample_shape(size_hw: tuple[int, int], preprocess: Preprocess) -> tuple[int,
     return (c, h, w) if preprocess.layout == "NCHW" else (h, w, c)
 
 
-def probe_size(data: bytes, name: str) -> tuple[int, int]:
-    """(height, width) from the image header, without decoding the pixels.
+def probe_size(data: bytes, name: str, *, exif_transpose: bool = False) -> tuple[int, int]:
+    """(height, width) from the image header, without decoding the pixels; with
+    ``exif_transpose``, the size once the EXIF orientation is applied.
 
     Raises :class:`DatasetError` naming ``name`` when the bytes are not an image that
     Pillow can identify.
@@ -88,6 +97,8 @@ def probe_size(data: bytes, name: str) -> tuple[int, int]:
     try:
         with Image.open(io.BytesIO(data)) as im:
             w, h = im.size
+            if exif_transpose and im.getexif().get(_ORIENTATION, 1) in _QUARTER_TURNS:
+                w, h = h, w
     except Exception as exc:  # Pillow raises many unrelated types for bad input.
         raise DatasetError(f"cannot read image {name}: {_reason(exc)}") from exc
     return h, w
@@ -98,17 +109,74 @@ def decode(data: bytes, preprocess: Preprocess, name: str) -> Image.Image:
 
     ``load()`` runs here so that a truncated or corrupt file fails now, with its name,
     rather than somewhere inside the pipeline. BGR images are returned as RGB; the
-    channel axis is reversed later, on the array.
+    channel axis is reversed later, on the array. The conversions to 8 bits are
+    documented in ``docs/datasets.md``: 16-bit samples keep their high byte, float
+    samples are 0..1 intensities, transparency follows ``preprocess.alpha``.
     """
-    mode = "L" if preprocess.channels == "L" else "RGB"
     try:
         with Image.open(io.BytesIO(data)) as im:
             im.load()
-            # convert() on an image already in ``mode`` is an exact copy, which keeps
-            # 8-bit greyscale pixel values intact.
-            return im.convert(mode)
+            oriented = ImageOps.exif_transpose(im) if preprocess.exif_transpose else im
+            return _convert(oriented, preprocess, name)
+    except DatasetError:
+        raise
     except Exception as exc:  # Pillow raises many unrelated types for bad input.
         raise DatasetError(f"cannot read image {name}: {_reason(exc)}") from exc
+
+
+def _convert(im: Image.Image, preprocess: Preprocess, name: str) -> Image.Image:
+    """An image of any mode as ``L`` or ``RGB`` 8-bit pixels."""
+    if im.mode in _WIDE_INTEGER_MODES:
+        im = _from_wide_integers(im, name)
+    elif im.mode == "F":
+        im = _from_floats(im, name)
+    if im.mode in _ALPHA_MODES or "transparency" in im.info:
+        im = _flatten_alpha(im, preprocess, name)
+    # convert() on an image already in the mode is an exact copy, which keeps 8-bit
+    # greyscale pixel values intact.
+    return im.convert("L" if preprocess.channels == "L" else "RGB")
+
+
+def _from_wide_integers(im: Image.Image, name: str) -> Image.Image:
+    """16-bit samples to 8 bits by their high byte (v // 256), the rule Pillow itself
+    applies to 16-bit colour PNGs, so 60·257 reads as 60 rather than clipping to 255."""
+    values = np.asarray(im)
+    low, high = int(values.min()), int(values.max())
+    if low < 0 or high > 65535:
+        raise DatasetError(
+            f"image {name} holds {im.mode!r} pixels from {low} to {high}; gate reads integer images of more"
+            " than 8 bits as 16-bit (0..65535): convert it to 8 or 16 bits"
+        )
+    return Image.fromarray((values.astype(np.uint32) >> 8).astype(np.uint8))
+
+
+def _from_floats(im: Image.Image, name: str) -> Image.Image:
+    """Floating-point samples, read as intensities in 0..1, to 8 bits (round(v·255))."""
+    values = np.asarray(im, dtype=np.float64)
+    if not np.isfinite(values).all():
+        raise DatasetError(f"image {name} holds NaN or infinite pixel values")
+    low, high = float(values.min()), float(values.max())
+    if low < 0.0 or high > 1.0:
+        raise DatasetError(
+            f"image {name} holds floating-point pixels from {low:g} to {high:g}; gate reads float images as"
+            " intensities in 0..1: rescale it, or store the set as an .npz of tensors"
+        )
+    return Image.fromarray(np.rint(values * 255.0).astype(np.uint8))
+
+
+def _flatten_alpha(im: Image.Image, preprocess: Preprocess, name: str) -> Image.Image:
+    """An image with an alpha channel or a transparent colour, as RGB by ``preprocess.alpha``."""
+    rgba = im.convert("RGBA")
+    low, _ = rgba.getchannel("A").getextrema()
+    if preprocess.alpha == "drop" or low == 255:
+        return rgba.convert("RGB")
+    if preprocess.alpha == "refuse":
+        raise DatasetError(
+            f"image {name} has transparent pixels and the dataset spec has preprocess.alpha: refuse;"
+            " set it to black or white (composite over that colour) or drop (keep the colour under them)"
+        )
+    background = Image.new("RGBA", rgba.size, (0, 0, 0, 255) if preprocess.alpha == "black" else (255,) * 4)
+    return Image.alpha_composite(background, rgba).convert("RGB")
 
 
 def to_pixels(image: Image.Image, preprocess: Preprocess, name: str) -> npt.NDArray[np.uint8]:

@@ -9,20 +9,23 @@ sample at fault.
 
 from __future__ import annotations
 
+import collections
 import csv
 import io
 import json
 import os
 import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 
 from gate.datasets.images import IMAGE_EXTENSIONS
+from gate.datasets.spec import class_name, read_text, repeated
+from gate.datasets.walk import Walk, walk_images
 from gate.errors import DatasetError
 
 #: Suffixes (lower case) read as manifests.
@@ -68,6 +71,8 @@ class ImageListing:
     labels: list[int]
     #: Manifests: the extra columns/keys of each row; ImageFolder: ``None``.
     metadata: list[dict[str, str]] | None
+    #: ImageFolder: hidden files and folders that were skipped (relative paths, sorted).
+    hidden: list[str] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- npz
@@ -100,7 +105,7 @@ def read_npz(path: Path, spec_classes: list[str] | None) -> NpzContent:
 
     _check_x(path, x, y)
     file_classes = _npz_class_names(path, npz_classes) if npz_classes is not None else None
-    labels, classes = _npz_labels(path, y, file_classes, spec_classes)
+    labels, classes = _npz_labels(path, y, _Declared(file=file_classes, spec=spec_classes))
     return NpzContent(x=x, y=y, labels=labels, classes=classes)
 
 
@@ -142,11 +147,22 @@ def _npz_class_names(path: Path, arr: npt.NDArray[Any]) -> list[str]:
         raise DatasetError(
             f"{path}: 'classes' must be a non-empty 1-D array of strings, got dtype {arr.dtype} shape {arr.shape}"
         )
-    names = _as_str_list(path, arr, "classes")
-    if len(set(names)) != len(names):
-        dupes = sorted({n for n in names if names.count(n) > 1})
+    names = _names(path, _as_str_list(path, arr, "classes"), "classes")
+    dupes = repeated(names)
+    if dupes:
         raise DatasetError(f"{path}: 'classes' has duplicate name(s) {dupes}")
     return names
+
+
+def _names(path: Path, raw: list[str], what: str) -> list[str]:
+    """Class names as gate keeps them (see :func:`class_name`), each distinct one checked once."""
+    out: dict[str, str] = {}
+    for value in dict.fromkeys(raw):
+        try:
+            out[value] = class_name(value)
+        except ValueError as exc:
+            raise DatasetError(f"{path}: '{what}' holds {value!r}: {exc}") from None
+    return [out[value] for value in raw]
 
 
 def _as_str_list(path: Path, arr: npt.NDArray[Any], what: str) -> list[str]:
@@ -158,21 +174,24 @@ def _as_str_list(path: Path, arr: npt.NDArray[Any], what: str) -> list[str]:
     return [str(v) for v in arr.tolist()]
 
 
-def _npz_labels(
-    path: Path,
-    y: npt.NDArray[Any],
-    file_classes: list[str] | None,
-    spec_classes: list[str] | None,
-) -> tuple[npt.NDArray[np.int64], list[str]]:
+class _Declared(NamedTuple):
+    """The class lists an ``.npz`` set declares: its own ``classes`` array and the spec's."""
+
+    file: list[str] | None
+    spec: list[str] | None
+
+
+def _npz_labels(path: Path, y: npt.NDArray[Any], declared: _Declared) -> tuple[npt.NDArray[np.int64], list[str]]:
     """Label ids and the final class list (spec order wins over the file's)."""
+    file_classes, spec_classes = declared
     if spec_classes is not None and file_classes is not None and set(spec_classes) != set(file_classes):
         raise DatasetError(
             f"{path}: the spec's classes {spec_classes} and the file's classes {file_classes} are not the same set"
         )
     if y.dtype.kind in "iu":
-        return _npz_int_labels(path, y, file_classes, spec_classes)
+        return _npz_int_labels(path, y, declared)
     if y.dtype.kind in "US":
-        names = np.asarray(_as_str_list(path, y, "y"), dtype=str)
+        names = np.asarray(_names(path, _as_str_list(path, y, "y"), "y"), dtype=str)
         classes = spec_classes or file_classes or sorted(set(names.tolist()))
         uniq, inverse = np.unique(names, return_inverse=True)
         index = {c: i for i, c in enumerate(classes)}
@@ -186,12 +205,8 @@ def _npz_labels(
     raise DatasetError(f"{path}: y must hold integer class ids or class-name strings, got dtype {y.dtype}")
 
 
-def _npz_int_labels(
-    path: Path,
-    y: npt.NDArray[Any],
-    file_classes: list[str] | None,
-    spec_classes: list[str] | None,
-) -> tuple[npt.NDArray[np.int64], list[str]]:
+def _npz_int_labels(path: Path, y: npt.NDArray[Any], declared: _Declared) -> tuple[npt.NDArray[np.int64], list[str]]:
+    file_classes, spec_classes = declared
     # Integer labels index the file's classes when it has them, else the spec's.
     indexed = file_classes if file_classes is not None else spec_classes
     limit = len(indexed) if indexed is not None else None
@@ -221,101 +236,78 @@ def _npz_int_labels(
 # ------------------------------------------------------------------- ImageFolder
 
 
-def _hidden(name: str) -> bool:
-    return name.startswith(".")
-
-
 def scan_image_folder(root: Path, spec_classes: list[str] | None) -> ImageListing:
-    """List ``root/<class>/<image>`` files, sorted by (class index, relative path)."""
-    try:
-        entries = sorted(os.scandir(root), key=lambda e: e.name)
-    except OSError as exc:
-        raise DatasetError(f"cannot list dataset directory {root}: {exc}") from exc
-    folders: list[str] = []
-    for entry in entries:
-        if _hidden(entry.name):
-            continue
-        if entry.is_dir():
-            folders.append(entry.name)
-        else:
-            # Only class folders belong at the top level; anything else would be
-            # silently left out of the evaluation.
-            raise DatasetError(
-                f"{root}: '{entry.name}' is not inside a class folder; an ImageFolder "
-                "dataset holds only <class>/<image> files (hidden files are ignored)"
-            )
+    """List ``root/<class>/<image>`` files, sorted by (class index, relative path).
+
+    Links are followed only inside ``root``; hidden files and folders are skipped and
+    listed in :attr:`ImageListing.hidden`.
+    """
+    walk = walk_images(root, links="inside_root")
+    _refuse_strays(root, walk)
+    folder_of = _class_folders(root, [f for f in walk.folders if "/" not in f])
     if spec_classes is None:
-        classes = folders
+        classes = sorted(folder_of)
     else:
         classes = list(spec_classes)
-        missing = [c for c in classes if c not in folders]
+        missing = [c for c in classes if c not in folder_of]
         if missing:
             raise DatasetError(f"{root}: no folder for class(es) {missing} listed in the spec")
-        extra = [f for f in folders if f not in classes]
+        extra = [folder_of[c] for c in folder_of if c not in classes]
         if extra:
             raise DatasetError(f"{root}: folder(s) {extra} are not classes listed in the spec {classes}")
     if not classes:
         raise DatasetError(f"{root}: no class folders, the dataset has no samples")
-
-    files: list[Path] = []
-    sample_ids: list[str] = []
-    labels: list[int] = []
+    label_of = {folder_of[c]: i for i, c in enumerate(classes)}
+    found = sorted(((label_of[rel.split("/", 1)[0]], rel, p) for rel, p in walk.images), key=lambda t: t[:2])
+    counts = collections.Counter(label for label, _, _ in found)
     for label, name in enumerate(classes):
-        found = sorted(
-            ((p.relative_to(root).as_posix(), p) for p in _class_files(root, root / name)),
-            key=lambda item: item[0],
-        )
-        if not found:
-            raise DatasetError(f"{root}: class folder '{name}' has no images")
-        for rel, p in found:
-            sample_ids.append(rel)
-            files.append(p)
-            labels.append(label)
+        if not counts[label]:
+            raise DatasetError(f"{root}: class folder '{folder_of[name]}' has no images")
     return ImageListing(
         root=root,
         classes=classes,
-        files=files,
-        sample_ids=sample_ids,
-        labels=labels,
+        files=[p for _, _, p in found],
+        sample_ids=[rel for _, rel, _ in found],
+        labels=[label for label, _, _ in found],
         metadata=None,
+        hidden=walk.hidden,
     )
 
 
-def _class_files(root: Path, class_dir: Path) -> list[Path]:
-    """Image files under one class folder, recursively, following directory links."""
-    out: list[Path] = []
-    seen: set[Path] = set()
-    stack = [class_dir]
-    while stack:
-        directory = stack.pop()
-        real = directory.resolve()
-        if real in seen:
-            raise DatasetError(
-                f"{root}: directory '{directory.relative_to(root).as_posix()}' is reached twice through symbolic links"
-            )
-        seen.add(real)
+def _refuse_strays(root: Path, walk: Walk) -> None:
+    """Files that would be left out of the evaluation without a word are errors."""
+    top = [rel for rel, _ in walk.images if "/" not in rel] + [rel for rel in walk.others if "/" not in rel]
+    if top:
+        # Only class folders belong at the top level.
+        raise DatasetError(
+            f"{root}: '{min(top)}' is not inside a class folder; an ImageFolder "
+            "dataset holds only <class>/<image> files (hidden files are skipped)"
+        )
+    if walk.irregular:
+        raise DatasetError(f"{root}: '{walk.irregular[0]}' is a broken link or not a regular file")
+    if walk.others:
+        raise DatasetError(
+            f"{root}: '{walk.others[0]}' is not an image file (allowed extensions: "
+            f"{', '.join(sorted(IMAGE_EXTENSIONS))}); remove it or hide it with a leading '.'"
+        )
+
+
+def _class_folders(root: Path, folders: list[str]) -> dict[str, str]:
+    """Class name -> folder name; two folders with names that normalise to one class
+    name (NFC vs NFD spellings) are an error naming both."""
+    folder_of: dict[str, str] = {}
+    for folder in folders:
         try:
-            entries = sorted(os.scandir(directory), key=lambda e: e.name)
-        except OSError as exc:
-            raise DatasetError(f"cannot list {directory}: {exc}") from exc
-        for entry in entries:
-            if _hidden(entry.name):
-                continue
-            p = Path(entry.path)
-            rel = p.relative_to(root).as_posix()
-            if entry.is_dir():
-                stack.append(p)
-            elif not entry.is_file():
-                raise DatasetError(f"{root}: '{rel}' is a broken link or not a regular file")
-            elif p.suffix.lower() not in IMAGE_EXTENSIONS:
-                raise DatasetError(
-                    f"{root}: '{rel}' is not an image file (allowed extensions: "
-                    f"{', '.join(sorted(IMAGE_EXTENSIONS))}); remove it or hide it with a "
-                    "leading '.'"
-                )
-            else:
-                out.append(p)
-    return out
+            name = class_name(folder)
+        except ValueError as exc:
+            raise DatasetError(f"{root}: class folder {folder!r}: {exc}") from None
+        if name in folder_of:
+            raise DatasetError(
+                f"{root}: class folders {folder_of[name]!a} and {folder!a} are the same class name"
+                " written two ways (Unicode NFC and NFD); merge them into one folder"
+            )
+        folder_of[name] = folder
+    return folder_of
 
 
 # ---------------------------------------------------------------------- manifests
@@ -331,12 +323,7 @@ class _Row:
 
 def read_manifest(path: Path, spec_classes: list[str] | None) -> ImageListing:
     """Read a ``.csv`` or ``.jsonl`` manifest of ``path``/``label`` rows."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise DatasetError(f"manifest not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"cannot read manifest {path}: {exc}") from exc
+    text = read_text(path, "manifest", encoding="utf-8-sig")
     rows = list(_csv_rows(path, text) if path.suffix.lower() == ".csv" else _jsonl_rows(path, text))
     if not rows:
         raise DatasetError(f"manifest {path} has no samples")
@@ -451,4 +438,8 @@ def _row(path: Path, line: int, file: str, label: str, meta: dict[str, str]) -> 
         raise DatasetError(f"manifest {path}, line {line}: empty path")
     if not label:
         raise DatasetError(f"manifest {path}, line {line}: empty label")
-    return _Row(line=line, path=file, label=label, metadata=meta)
+    try:
+        name = class_name(label)
+    except ValueError as exc:
+        raise DatasetError(f"manifest {path}, line {line}: label {label!r}: {exc}") from None
+    return _Row(line=line, path=file, label=name, metadata=meta)

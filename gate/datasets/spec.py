@@ -1,6 +1,6 @@
 """Dataset spec: the validated description of a held-out set and its preprocessing.
 
-A spec is a small YAML document (see ``DESIGN.md``, "Dataset spec YAML")::
+A spec is a small YAML document (see ``docs/datasets.md``)::
 
     name: pets-heldout
     source: data/pets
@@ -16,6 +16,7 @@ This module holds the pydantic models (:class:`Preprocess`, :class:`DatasetSpec`
 from __future__ import annotations
 
 import os
+import unicodedata
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -85,6 +86,14 @@ class Preprocess(pydantic.BaseModel):
     channels: Literal["RGB", "BGR", "L"] = "RGB"
     layout: Literal["NCHW", "NHWC"] = "NCHW"
     interpolation: Literal["bilinear", "bicubic", "nearest", "lanczos"] = "bilinear"
+    #: Turn each image upright by its EXIF orientation tag before anything else. Off by
+    #: default, like PIL's ``Image.open`` and torchvision's ImageFolder loader: the pixels
+    #: as stored, which is what a training pipeline built on them fed the model.
+    exif_transpose: Annotated[bool, Field(strict=True)] = False
+    #: What a transparent pixel becomes: composited over ``black`` (its colour times its
+    #: opacity) or ``white``, ``drop`` (the colour stored under it, as PIL's ``convert``
+    #: gives) or ``refuse`` (an image with any transparent pixel is an error).
+    alpha: Literal["black", "white", "drop", "refuse"] = "black"
 
     @pydantic.model_validator(mode="after")
     def _per_channel_lengths(self) -> Preprocess:
@@ -102,6 +111,21 @@ class Preprocess(pydantic.BaseModel):
     def num_channels(self) -> int:
         """Number of channels in the output tensor (1 for ``L``, else 3)."""
         return CHANNEL_COUNT[self.channels]
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that identify this preprocessing in a dataset hash.
+
+        Options added after the hash scheme was fixed appear only when they differ from
+        their defaults, so the hash of a set that does not use them stays what it was.
+        """
+        dumped = self.model_dump(mode="json")
+        for added in _ADDED_OPTIONS:
+            if dumped[added] == Preprocess.model_fields[added].default:
+                del dumped[added]
+        return dumped
+
+
+_ADDED_OPTIONS = ("exif_transpose", "alpha")
 
 
 class DatasetSpec(pydantic.BaseModel):
@@ -121,6 +145,10 @@ class DatasetSpec(pydantic.BaseModel):
     #: the spec file's directory), with the same classes and preprocessing, for
     #: ``train_test_gap`` rules. It is read only when a rule needs it.
     train_sample: _Name | None = None
+    #: Image files with the same bytes (links or copies) under the same label: ``refuse``
+    #: (an error listing them) or ``count_once`` (the first in sample order is kept, the
+    #: others are listed as skipped). The same bytes under two labels are always an error.
+    duplicates: Literal["refuse", "count_once"] = "refuse"
 
     @pydantic.field_validator("classes")
     @classmethod
@@ -129,15 +157,45 @@ class DatasetSpec(pydantic.BaseModel):
             return None
         if not value:
             raise ValueError("must not be empty")
-        seen: set[str] = set()
-        dupes: set[str] = set()
-        for name in value:
-            if name in seen:
-                dupes.add(name)
-            seen.add(name)
+        names = [class_name(name) for name in value]
+        dupes = repeated(names)
         if dupes:
-            raise ValueError(f"duplicate class name(s): {sorted(dupes)}")
-        return value
+            raise ValueError(f"duplicate class name(s): {dupes}")
+        return names
+
+
+def class_name(raw: str) -> str:
+    """A class name as gate keeps it: NFC-normalised, so that names that look the same
+    (a precomposed ``é`` and ``e`` + combining accent) are one class.
+
+    Raises ValueError for a name with leading or trailing whitespace, which is almost
+    always a slip in a CSV or YAML file rather than part of the name.
+    """
+    if raw != raw.strip():
+        raise ValueError(f"class name {raw!r} has leading or trailing whitespace; remove it")
+    return unicodedata.normalize("NFC", raw)
+
+
+def repeated(names: list[str]) -> list[str]:
+    """The names that occur more than once, sorted."""
+    seen: set[str] = set()
+    dupes: set[str] = set()
+    for name in names:
+        if name in seen:
+            dupes.add(name)
+        seen.add(name)
+    return sorted(dupes)
+
+
+def read_text(path: Path, what: str, *, encoding: str = "utf-8") -> str:
+    """The text of ``path``; a missing or unreadable file is a :class:`DatasetError`
+    naming it as ``what`` (e.g. ``manifest``)."""
+    try:
+        return path.read_text(encoding=encoding)
+    except FileNotFoundError:
+        raise DatasetError(f"{what} not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"cannot read {what} {path}: {exc}") from exc
 
 
 def format_validation_error(exc: pydantic.ValidationError) -> list[str]:
@@ -160,12 +218,7 @@ def read_spec(path: str | os.PathLike[str]) -> DatasetSpec:
     path and the file name).
     """
     spec_path = Path(path)
-    try:
-        text = spec_path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DatasetError(f"dataset spec not found: {spec_path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"cannot read dataset spec {spec_path}: {exc}") from exc
+    text = read_text(spec_path, "dataset spec")
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:

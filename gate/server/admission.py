@@ -3,8 +3,9 @@ bounded queue, and a caller beyond that gets RESOURCE_EXHAUSTED at once."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from gate.errors import CancelledError, OverloadedError
 
@@ -48,3 +49,12 @@ class Admission:
         with self._cond:
             self._running -= 1
             self._cond.notify()
+
+    @contextlib.contextmanager
+    def slot(self, is_active: Callable[[], bool] = lambda: True) -> Iterator[None]:
+        """A running slot for the block (see :meth:`acquire`), given back however it ends."""
+        self.acquire(is_active)
+        try:
+            yield
+        finally:
+            self.release()

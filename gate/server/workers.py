@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import hashlib
 import logging
 import multiprocessing as mp
 import os
@@ -29,9 +30,11 @@ import resource
 import signal
 import sys
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
+from multiprocessing.reduction import ForkingPickler
 from pathlib import Path
 from typing import Any, Literal
 
@@ -55,8 +58,23 @@ class WorkerSettings:
 
 
 @dataclass(frozen=True)
+class ModelFile:
+    """A stored model as the worker receives it: its path in the model store and the
+    SHA-256 it was stored under. Never its bytes: a model may be 2 GiB, and the worker
+    reads it from disk itself, verifying it against ``sha256`` as it does."""
+
+    path: str
+    sha256: str
+
+
+# -- what the server sends --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
 class LoadJob:
-    model: bytes
+    """Load the model (create its session) before the evaluation is accepted."""
+
+    model: ModelFile
     provider: str
     model_name: str
 
@@ -64,7 +82,7 @@ class LoadJob:
 @dataclass(frozen=True)
 class EvaluateJob:
     evaluation_id: str
-    model: bytes
+    model: ModelFile
     dataset_spec: str  # the registered dataset's spec (or source) path
     dataset_sha256: str  # what the server registered: the worker refuses anything else
     policy_yaml: str
@@ -73,9 +91,49 @@ class EvaluateJob:
     batch_size: int | None
     model_name: str | None
     labels: dict[str, Any] = field(default_factory=dict)
-    baseline: bytes | None = None  # the champion model, for `baseline` rules
+    baseline: ModelFile | None = None  # the champion model, for `baseline` rules
     baseline_name: str | None = None
     fingerprint: bytes | None = None  # a training fingerprint file, for `leakage` rules
+
+
+# -- what the worker answers ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Ready:
+    """The worker has started (its imports are done)."""
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """The LoadJob's model loaded."""
+
+
+@dataclass(frozen=True)
+class Progress:
+    done: int
+    total: int
+
+
+@dataclass(frozen=True)
+class Done:
+    """The evaluation ended with this verdict (a ``Verdict.to_dict`` document)."""
+
+    verdict: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Failed:
+    """The job failed before an evaluation could judge: an error of kind ``kind``."""
+
+    kind: str
+    message: str
+
+    def error(self) -> GateError:
+        return error_from(self.kind, self.message)
+
+
+Reply = Ready | Loaded | Progress | Done | Failed
 
 
 def error_from(kind: str, message: str) -> GateError:
@@ -98,6 +156,99 @@ def _die_with_parent() -> None:
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+def _read_verified(model: ModelFile, what: str) -> bytes:
+    """The stored model's bytes, read and hashed once here: a file changed or damaged on
+    disk since its upload is refused, never evaluated under the SHA-256 it was stored as."""
+    try:
+        data = Path(model.path).read_bytes()
+    except OSError as e:
+        raise ModelError(f"cannot read the stored {what} {model.sha256}: {e.strerror}") from e
+    if hashlib.sha256(data).hexdigest() != model.sha256:
+        raise ModelError(f"the stored {what} {model.sha256} changed or was damaged on disk; upload it again")
+    return data
+
+
+class _WorkerState:
+    """What a worker keeps between jobs: its caches, the datasets it has loaded, and the
+    model its last LoadJob read (the EvaluateJob that follows uses it, unread again)."""
+
+    def __init__(self, settings: WorkerSettings) -> None:
+        from gate.cache import Caches
+        from gate.datasets import Dataset
+
+        self.settings = settings
+        self.caches = Caches.at(settings.cache_dir, threads=settings.threads)
+        self.datasets: dict[str, Dataset] = {}
+        self.loaded: tuple[ModelFile, bytes] | None = None
+
+    def load(self, job: LoadJob) -> Loaded:
+        data = _read_verified(job.model, "model")
+        assert self.caches.sessions is not None
+        self.caches.sessions.get(data, provider=job.provider, source=job.model_name)  # type: ignore[arg-type]
+        self.loaded = (job.model, data)
+        return Loaded()
+
+    def model(self, model: ModelFile) -> bytes:
+        kept, self.loaded = self.loaded, None
+        if kept is not None and kept[0] == model:
+            return kept[1]
+        return _read_verified(model, "model")
+
+    def dataset(self, job: EvaluateJob) -> Any:
+        from gate.datasets import load_dataset
+
+        ds = self.datasets.get(job.dataset_spec)
+        if ds is None or ds.sha256 != job.dataset_sha256:
+            ds = load_dataset(job.dataset_spec, digest_cache=self.caches.digests)
+            self.datasets[job.dataset_spec] = ds
+        if ds.sha256 != job.dataset_sha256:
+            raise errors.DatasetError(
+                f"dataset '{ds.name}' changed on disk since the server loaded it (sha256 {job.dataset_sha256[:12]}"
+                f" then, {ds.sha256[:12]} now); reload the server's datasets"
+            )
+        return ds
+
+    def evaluate(self, job: EvaluateJob, send: Callable[[Reply], None]) -> Done:
+        from gate.evaluation import evaluate
+        from gate.policy import parse_policy
+
+        verdict = evaluate(
+            self.model(job.model),
+            self.dataset(job),
+            parse_policy(job.policy_yaml, source=job.policy_source),
+            provider=job.provider,  # type: ignore[arg-type]
+            batch_size=job.batch_size,
+            progress=lambda done, total: send(Progress(done, total)),
+            model_name=job.model_name,
+            caches=self.caches,
+            baseline=None if job.baseline is None else _read_verified(job.baseline, "baseline model"),
+            baseline_name=job.baseline_name,
+            fingerprint=job.fingerprint,
+            engine=self.settings.engine,
+            ray_address=self.settings.ray_address,
+        )
+        return Done(verdict.to_dict())
+
+
+def _answer(state: _WorkerState, job: LoadJob | EvaluateJob, send: Callable[[Reply], None]) -> Reply:
+    from gate.logs import EVALUATION_ID
+
+    try:
+        if isinstance(job, LoadJob):
+            return state.load(job)
+        EVALUATION_ID.set(job.evaluation_id)
+        return state.evaluate(job, send)
+    except GateError as e:
+        return Failed(e.kind, e.message)
+    except (BrokenPipeError, EOFError):
+        raise
+    except Exception as e:  # reported, then the worker carries on with the next job
+        log.exception("worker job failed")
+        return Failed(InternalError.kind, f"internal error: {type(e).__name__}: {e}")
+    finally:
+        EVALUATION_ID.set(None)
+
+
 def worker_main(conn: Connection, settings: WorkerSettings) -> None:
     """The worker's loop: one job at a time, answers on ``conn``, until the pipe closes."""
     _die_with_parent()
@@ -106,71 +257,17 @@ def worker_main(conn: Connection, settings: WorkerSettings) -> None:
     # workers that run the model themselves
     if settings.memory_limit and settings.engine == "local":
         resource.setrlimit(resource.RLIMIT_AS, (settings.memory_limit, settings.memory_limit))
-    from gate.cache import Caches
-    from gate.datasets import Dataset, load_dataset
-    from gate.evaluation import evaluate
-    from gate.logs import EVALUATION_ID
     from gate.logs import configure as configure_logging
-    from gate.policy import parse_policy
 
     configure_logging(settings.log_level, settings.log_format)
-    caches = Caches.at(settings.cache_dir, threads=settings.threads)
-    datasets: dict[str, Dataset] = {}
+    state = _WorkerState(settings)
     try:
-        conn.send(("ready",))  # start-up (imports) is not counted against any evaluation
-    except (BrokenPipeError, OSError):
-        return
-    while True:
-        try:
+        conn.send(Ready())  # start-up (imports) is not counted against any evaluation
+        while True:
             job = conn.recv()
-        except (EOFError, OSError):
-            return
-        try:
-            if isinstance(job, LoadJob):
-                assert caches.sessions is not None
-                caches.sessions.get(job.model, provider=job.provider, source=job.model_name)  # type: ignore[arg-type]
-                conn.send(("loaded",))
-                continue
-            EVALUATION_ID.set(job.evaluation_id)
-            ds = datasets.get(job.dataset_spec)
-            if ds is None or ds.sha256 != job.dataset_sha256:
-                ds = load_dataset(job.dataset_spec, digest_cache=caches.digests)
-                datasets[job.dataset_spec] = ds
-            if ds.sha256 != job.dataset_sha256:
-                raise errors.DatasetError(
-                    f"dataset '{ds.name}' changed on disk since the server loaded it (sha256 {job.dataset_sha256[:12]}"
-                    f" then, {ds.sha256[:12]} now); reload the server's datasets"
-                )
-            policy = parse_policy(job.policy_yaml, source=job.policy_source)
-
-            def progress(done: int, total: int) -> None:
-                conn.send(("progress", done, total))
-
-            verdict = evaluate(
-                job.model,
-                ds,
-                policy,
-                provider=job.provider,
-                batch_size=job.batch_size,
-                progress=progress,
-                model_name=job.model_name,
-                caches=caches,
-                baseline=job.baseline,
-                baseline_name=job.baseline_name,
-                fingerprint=job.fingerprint,
-                engine=settings.engine,
-                ray_address=settings.ray_address,
-            )
-            conn.send(("verdict", verdict.to_dict()))
-        except GateError as e:
-            conn.send(("error", e.kind, e.message))
-        except (BrokenPipeError, EOFError):
-            return
-        except Exception as e:  # reported, then the worker carries on with the next job
-            log.exception("worker job failed")
-            conn.send(("error", InternalError.kind, f"internal error: {type(e).__name__}: {e}"))
-        finally:
-            EVALUATION_ID.set(None)
+            conn.send(_answer(state, job, conn.send))
+    except (BrokenPipeError, EOFError, OSError):
+        return
 
 
 # -- the server side ------------------------------------------------------------------
@@ -204,12 +301,12 @@ class Worker:
         self.process.start()
         child.close()
         self.ready = False
+        self.bytes_sent = 0  # the size of every job sent: jobs name models, they never carry them
 
     def wait_ready(self) -> None:
         """Block until the worker has started (its imports done)."""
         if not self.ready:
-            message = self.receive(STARTUP_TIMEOUT_S)
-            if message is None or message[0] != "ready":
+            if not isinstance(self.receive(STARTUP_TIMEOUT_S), Ready):
                 raise WorkerDiedError(f"the worker process did not start within {STARTUP_TIMEOUT_S:g} s")
             self.ready = True
 
@@ -218,18 +315,20 @@ class Worker:
         return self.process.pid
 
     def send(self, job: LoadJob | EvaluateJob) -> None:
+        message = bytes(ForkingPickler.dumps(job))
         try:
-            self.conn.send(job)
+            self.conn.send_bytes(message)
         except (BrokenPipeError, OSError) as e:
             raise WorkerDiedError(f"the worker process {_death(self.process)}") from e
+        self.bytes_sent += len(message)
 
-    def receive(self, timeout: float) -> tuple[Any, ...] | None:
-        """The next message, None after ``timeout``; WorkerDiedError when the worker died."""
+    def receive(self, timeout: float) -> Reply | None:
+        """The next reply, None after ``timeout``; WorkerDiedError when the worker died."""
         try:
             if not self.conn.poll(timeout):
                 return None
-            message: tuple[Any, ...] = self.conn.recv()
-            return message
+            reply: Reply = self.conn.recv()
+            return reply
         except (EOFError, OSError) as e:
             raise WorkerDiedError(f"the worker process {_death(self.process)}") from e
 
@@ -251,6 +350,30 @@ class WorkerPool:
         self._lock = threading.Lock()
         self._all: set[Worker] = set()
         self._closed = False
+        self._retired_bytes_sent = 0
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def bytes_sent(self) -> int:
+        """Bytes of jobs sent to workers so far, those since replaced included."""
+        with self._lock:
+            return self._retired_bytes_sent + sum(w.bytes_sent for w in self._all)
+
+    @contextlib.contextmanager
+    def lease(self) -> Iterator[Worker]:
+        """A worker for the block: back to the pool when the block ends normally; killed
+        and replaced when it raises (or is closed early), since it may be mid-job, stuck
+        inside a model, or dead."""
+        worker = self.take()
+        try:
+            yield worker
+        except BaseException:
+            self.replace(worker)
+            raise
+        self.give_back(worker)
 
     def _add(self) -> None:
         worker = Worker(self.settings)
@@ -292,7 +415,9 @@ class WorkerPool:
         """Kill ``worker`` (it may be stuck inside a model) and put a fresh one in its place."""
         worker.kill()
         with self._lock:
-            self._all.discard(worker)
+            if worker in self._all:
+                self._all.discard(worker)
+                self._retired_bytes_sent += worker.bytes_sent
         if not self._closed:
             self._add()
 
@@ -305,15 +430,22 @@ class WorkerPool:
             worker.kill()
 
 
-def load_in(worker: Worker, job: LoadJob, timeout: float) -> None:
-    """Load the model in ``worker`` (creating its session) within ``timeout`` seconds;
-    raises the load's error."""
-    worker.send(job)
-    reply = worker.receive(timeout)
+def load_in(worker: Worker, job: LoadJob, timeout: float) -> GateError | None:
+    """Load the model in ``worker`` (creating its session) within ``timeout`` seconds.
+    Returns the error the worker reported (it stays usable); raises EvaluationTimeoutError
+    past ``timeout`` and ModelError when the model crashed the worker."""
+    try:
+        worker.send(job)
+        reply = worker.receive(timeout)
+    except WorkerDiedError as e:
+        raise model_crash(e) from e
     if reply is None:
         raise errors.EvaluationTimeoutError(f"loading the model took longer than {timeout:g} s")
-    if reply[0] == "error":
-        raise error_from(reply[1], reply[2])
+    if isinstance(reply, Failed):
+        return reply.error()
+    if not isinstance(reply, Loaded):
+        raise InternalError(f"the worker answered a LoadJob with {type(reply).__name__}")
+    return None
 
 
 def model_crash(error: WorkerDiedError) -> ModelError:
