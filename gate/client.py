@@ -263,15 +263,33 @@ class GateClient:
         policy: str = "",
         decision: str | None = None,
         limit: int = 0,
+        full: bool = True,
     ) -> list[pb.EvaluationRecord]:
+        """The newest ``limit`` (0: 50) records matching the filters, following the
+        server's pages. With ``full`` each record carries its whole verdict (a record too
+        large for a page is fetched with GetVerdict); without, summaries (``summary`` set:
+        the decision, error, names and hashes)."""
+        wanted = limit or 50
+        view = pb.LIST_VIEW_FULL if full else pb.LIST_VIEW_SUMMARY
         request = pb.ListVerdictsRequest(
             model_sha256=model_sha256,
             dataset=dataset,
             policy=policy,
-            limit=limit,
             decision=cast(pb.Decision, pb.Decision.Value(decision) if decision else pb.DECISION_UNSPECIFIED),
+            view=view,
         )
-        return list(self._stub.ListVerdicts(request, timeout=self.timeout, metadata=self._metadata).records)
+        records: list[pb.EvaluationRecord] = []
+        while len(records) < wanted:
+            request.limit = wanted - len(records)
+            page = self._stub.ListVerdicts(request, timeout=self.timeout, metadata=self._metadata)
+            for record in page.records:
+                if full and record.summary:
+                    record = self.get_verdict(record.evaluation_id)
+                records.append(record)
+            if not page.next_page_token or not page.records:
+                break
+            request.page_token = page.next_page_token
+        return records
 
     @_rpc
     def list_datasets(self) -> list[pb.DatasetEntry]:

@@ -21,6 +21,10 @@ default_batch_size: null         # null: chosen per model (about 24 MiB of input
 engine: local                   # local | ray: shard evaluations over a Ray cluster (needs gate[ray])
 ray_address: null               # engine ray: the cluster (auto, ray://HOST:10001, ...); null: a local one
 max_message_bytes: 8388608      # largest gRPC request (uploads travel in 1 MiB chunks)
+max_concurrent_uploads: 4       # uploads received at once; more is RESOURCE_EXHAUSTED
+upload_idle_timeout_s: 30       # an upload with no message for this long ends (DEADLINE_EXCEEDED)
+upload_timeout_s: 3600          # no upload lasts longer
+upload_min_bytes_per_s: 65536   # past its first upload_idle_timeout_s, an upload slower than this ends
 tls_cert: certs/server.pem      # PEM chain the server presents; with tls_key: TLS (default: off)
 tls_key: certs/server.key
 tls_client_ca: certs/ca.pem     # set: client certificates signed by this CA are required (mutual TLS)
@@ -114,6 +118,11 @@ class ServerConfig(BaseSettings):
     ray_address: str | None = None  # engine ray: the cluster to connect to; None: start a local one
     # an upload chunk (1 MiB) and its framing must fit
     max_message_bytes: int = Field(default=DEFAULT_MAX_MESSAGE_BYTES, ge=2 << 20)
+    # each upload holds an RPC thread while it streams: bounded, and ended when it stalls or crawls
+    max_concurrent_uploads: int = Field(default=4, ge=1, le=256)
+    upload_idle_timeout_s: float = Field(default=30.0, gt=0)
+    upload_timeout_s: float = Field(default=3600.0, gt=0)
+    upload_min_bytes_per_s: int = Field(default=64 << 10, ge=0)
     tls_cert: Path | None = None  # PEM certificate chain; with tls_key the server speaks only TLS
     tls_key: Path | None = None
     tls_client_ca: Path | None = None  # PEM CA bundle; set: clients must present a certificate it signed

@@ -456,6 +456,33 @@ def test_directory_link_cycles_are_refused(tmp_path: Path) -> None:
         fingerprint_directory(tmp_path / "t")
 
 
+def test_links_inside_the_training_directory_are_followed_and_links_out_refused(tmp_path: Path) -> None:
+    """The link policy of ImageFolder datasets: a fingerprint covers only what the
+    training directory holds."""
+    write_png(tmp_path / "t" / "a" / "x.png", scene(1, 16, 16))
+    os.symlink(tmp_path / "t" / "a" / "x.png", tmp_path / "t" / "a" / "y.png")
+    inside = fingerprint_directory(tmp_path / "t")
+    assert inside.paths == ("a/x.png", "a/y.png") and inside.hashes[0] == inside.hashes[1]
+    write_png(tmp_path / "elsewhere" / "z.png", scene(2, 16, 16))
+    os.symlink(tmp_path / "elsewhere", tmp_path / "t" / "b")
+    with pytest.raises(DatasetError, match=r"'b' is a symbolic link to .*elsewhere, outside"):
+        fingerprint_directory(tmp_path / "t")
+    os.unlink(tmp_path / "t" / "b")
+    os.symlink(tmp_path / "elsewhere" / "z.png", tmp_path / "t" / "a" / "z.png")
+    with pytest.raises(DatasetError, match=r"'a/z\.png' is a symbolic link to .*z\.png, outside"):
+        fingerprint_directory(tmp_path / "t")
+
+
+def test_a_broken_link_is_an_unreadable_image(tmp_path: Path) -> None:
+    write_png(tmp_path / "t" / "a" / "x.png", scene(1, 16, 16))
+    os.symlink(tmp_path / "t" / "a" / "gone.png", tmp_path / "t" / "a" / "w.png")
+    os.symlink(tmp_path / "t" / "a" / "gone.txt", tmp_path / "t" / "a" / "notes.txt")
+    with pytest.raises(DatasetError, match=r"cannot read image a/w\.png .*broken link"):
+        fingerprint_directory(tmp_path / "t")
+    lenient = fingerprint_directory(tmp_path / "t", skip_unreadable=True)
+    assert lenient.paths == ("a/x.png",) and lenient.skipped == 1
+
+
 def test_fingerprint_command_writes_the_file(tmp_path: Path) -> None:
     small_tree(tmp_path / "train")
     result = fingerprint_command(tmp_path / "train", tmp_path / "train.fp", None)

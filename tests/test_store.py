@@ -234,6 +234,32 @@ def test_list_filters_and_order(store: AuditLog) -> None:
         store.list(decision="pass")
 
 
+def test_list_continues_after_an_evaluation(store: AuditLog) -> None:
+    """Pages: ``after`` an evaluation, those listed after it, in the same order (ties too)."""
+    for evaluation_id, created_at in (
+        ("a", "2024-01-01T00:00:00+00:00"),
+        ("b", "2024-03-01T00:00:00+00:00"),
+        ("c", "2024-03-01T00:00:00+00:00"),
+        ("d", "2024-03-01T00:00:00+00:00"),
+        ("e", "2024-04-01T00:00:00+00:00"),
+    ):
+        _accept(store, evaluation_id, created_at=created_at, dataset="birds" if evaluation_id == "c" else "pets")
+
+    def ids(**options: Any) -> list[str]:
+        return [r.evaluation_id for r in store.list(**options)]
+
+    assert ids() == ["e", "d", "c", "b", "a"]
+    pages, after = [], None
+    while page := ids(limit=2, after=after):
+        pages.append(page)
+        after = page[-1]
+    assert pages == [["e", "d"], ["c", "b"], ["a"]]
+    assert ids(after="d", dataset="pets") == ["b", "a"]  # the filters still apply
+    assert ids(after="a") == []
+    with pytest.raises(ValueError, match="no evaluation with id 'zz' to list from"):
+        store.list(after="zz")
+
+
 def test_append_only_triggers_refuse_update_and_delete(backend: Backend, store: AuditLog) -> None:
     _accept(store, "e1")
     store.record_result("e1", _verdict(Decision.FAIL))

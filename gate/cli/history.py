@@ -34,16 +34,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _from_server(args: argparse.Namespace) -> list[EvaluationRecord]:
-    from gate.server.convert import labels_to_dict
     from gate.store import EvaluationRecord
+    from gate.wire import DECISION_NAMES, labels_to_dict
 
     with open_client(args, args.server, 60) as client:
+        # summaries, page after page: the decision is all a row shows of the verdict
         found = client.list_verdicts(
             model_sha256=args.model,
             dataset=args.dataset,
             policy=args.policy,
             decision=args.verdict,
             limit=args.limit,
+            full=False,
         )
     return [
         EvaluationRecord(
@@ -57,7 +59,7 @@ def _from_server(args: argparse.Namespace) -> list[EvaluationRecord]:
             policy=r.policy,
             labels=labels_to_dict(r.labels),
             requested_provider="",
-            verdict=json.loads(r.verdict.verdict_json) if r.verdict.verdict_json else None,
+            verdict={"verdict": DECISION_NAMES[r.verdict.decision]} if r.verdict.decision else None,
         )
         for r in found
     ]

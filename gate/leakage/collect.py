@@ -6,8 +6,11 @@ Training directories
 
 Any tree works (an ImageFolder ``class/xxx.jpg`` or not): files with the extensions
 gate's datasets accept are hashed in sorted relative-path order, other files are
-ignored, hidden files and folders are left out, and directory links are followed (a
-directory reached twice is refused).
+ignored, hidden files and folders are left out. The tree is listed by
+:func:`gate.datasets.walk.walk_images` with the link policy of ImageFolder datasets
+(``inside_root``): links, to files or folders, are followed while their target lies
+inside the training directory; a link that leaves it, or a folder reached twice, is a
+:class:`DatasetError`. A broken link with an image's name is an unreadable image.
 
 What :func:`hash_dataset` hashes
 --------------------------------
@@ -40,6 +43,7 @@ import numpy as np
 import numpy.typing as npt
 
 from gate.datasets import images as image_io
+from gate.datasets.walk import walk_images
 from gate.errors import DatasetError
 from gate.leakage.fileformat import Fingerprints, save_fingerprints
 from gate.leakage.phash import Hashes, hash_bytes, phash_many, read_image
@@ -61,41 +65,22 @@ def _workers(workers: int | None) -> int:
     return workers
 
 
-def _image_files(root: Path) -> tuple[list[str], list[Path], int]:
-    """Image files under ``root`` (recursively, following directory links, hidden
-    entries left out): sorted relative paths, the files, and how many other files were
-    ignored."""
+def _training_images(root: Path) -> tuple[list[tuple[str, Path]], list[str]]:
+    """The image files under ``root`` as (relative path, path), sorted, and the
+    image-named entries that are broken links or not regular files (unreadable)."""
     if not root.is_dir():
         what = "is not a directory" if root.exists() else "not found"
         raise DatasetError(f"training directory {root} {what}")
-    found: list[tuple[str, Path]] = []
-    ignored = 0
-    seen: set[Path] = set()
-    stack = [root]
-    while stack:
-        directory = stack.pop()
-        real = directory.resolve()
-        if real in seen:
-            rel = directory.relative_to(root).as_posix()
-            raise DatasetError(f"{root}: directory '{rel}' is reached twice through symbolic links")
-        seen.add(real)
-        try:
-            entries = sorted(os.scandir(directory), key=lambda e: e.name)
-        except OSError as exc:
-            raise DatasetError(f"cannot list {directory}: {exc.strerror or exc}") from exc
-        for entry in entries:
-            if entry.name.startswith("."):
-                continue
-            p = Path(entry.path)
-            if entry.is_dir():
-                stack.append(p)
-            elif p.suffix.lower() in image_io.IMAGE_EXTENSIONS:
-                # a broken link or unreadable file is reported when it is hashed
-                found.append((p.relative_to(root).as_posix(), p))
-            else:
-                ignored += 1
-    found.sort(key=lambda item: item[0])
-    return [rel for rel, _ in found], [p for _, p in found], ignored
+    # The policy ImageFolder datasets have: a link that leaves the root is refused, so a
+    # fingerprint never covers files the directory does not hold.
+    walk = walk_images(root, links="inside_root")
+    unreadable = [rel for rel in walk.irregular if Path(rel).suffix.lower() in image_io.IMAGE_EXTENSIONS]
+    ignored = len(walk.others) + len(walk.irregular) - len(unreadable)
+    if ignored:
+        log.info("fingerprint %s: ignored %d file(s) without an image extension", root, ignored)
+    if walk.hidden:
+        log.info("fingerprint %s: left out %d hidden file(s) and folder(s)", root, len(walk.hidden))
+    return walk.images, unreadable
 
 
 @dataclass(frozen=True)
@@ -143,29 +128,32 @@ def fingerprint_directory(
 
     Any tree works (an ImageFolder ``class/xxx.jpg`` or not); files with the extensions
     gate's datasets accept are hashed, other files are ignored (and counted in the
-    log), hidden files and folders are left out. ``workers`` threads hash in parallel
-    (default: one per core). An image that cannot be read or decoded is a
-    :class:`DatasetError` naming it, unless ``skip_unreadable``, which leaves it out and
-    counts it in :attr:`Fingerprints.skipped`. A tree without images is a
+    log), hidden files and folders are left out, and a link whose target lies outside
+    ``root`` is a :class:`DatasetError`. ``workers`` threads hash in parallel (default:
+    one per core). An image that cannot be read or decoded (a broken link included) is
+    a :class:`DatasetError` naming it, unless ``skip_unreadable``, which leaves it out
+    and counts it in :attr:`Fingerprints.skipped`. A tree without images is a
     :class:`DatasetError`.
     """
     base = Path(root)
-    names, files, ignored = _image_files(base)
-    if ignored:
-        log.info("fingerprint %s: ignored %d file(s) without an image extension", base, ignored)
-    if not files:
+    images, unreadable = _training_images(base)
+    if not images and not unreadable:
         raise DatasetError(
             f"training directory {base} holds no image files "
             f"(extensions: {', '.join(sorted(image_io.IMAGE_EXTENSIONS))})"
         )
-    results = _hash_jobs(
-        [_Job(f, n, None) for f, n in zip(files, names, strict=True)], _workers(workers), skip_unreadable
-    )
+    for rel in unreadable:
+        problem = f"cannot read image {rel} ({base / rel}): a broken link or not a regular file"
+        if not skip_unreadable:
+            raise DatasetError(problem)
+        log.warning("left out unreadable image: %s", problem)
+    results = _hash_jobs([_Job(p, rel, None) for rel, p in images], _workers(workers), skip_unreadable)
     kept = [i for i, h in enumerate(results) if h is not None]
+    total = len(images) + len(unreadable)
     if not kept:
-        raise DatasetError(f"training directory {base}: none of its {len(files)} image file(s) could be read")
+        raise DatasetError(f"training directory {base}: none of its {total} image file(s) could be read")
     hashes = np.array([results[i] for i in kept], dtype=np.uint64)
-    return Fingerprints(hashes=hashes, paths=tuple(names[i] for i in kept), skipped=len(files) - len(kept))
+    return Fingerprints(hashes=hashes, paths=tuple(images[i][0] for i in kept), skipped=total - len(kept))
 
 
 def fingerprint_command(train_dir: Path, output: Path, workers: int | None) -> Fingerprints:

@@ -27,13 +27,13 @@ from gate.cache import Caches
 from gate.config import REPLY_SIZE_FACTOR, ConfigError, ServerConfig
 from gate.errors import InternalError
 from gate.inference import cuda_runs
-from gate.registry import ModelStore
 from gate.server.auth import AuthInterceptor
 from gate.server.interceptors import ErrorInterceptor
 from gate.server.metrics import ServerMetrics
 from gate.server.servicer import GateServicer
 from gate.server.workers import WorkerPool, WorkerSettings
 from gate.store import open_store
+from gate.store.models import ModelStore
 
 log = logging.getLogger(__name__)
 
@@ -128,10 +128,13 @@ class GateServer:
         )
         self.servicer.metrics = self.metrics
         self.metrics_port: int | None = None
-        # queued evaluations hold a thread while they wait; keep some for everything else
-        workers = config.max_concurrent_evaluations + config.max_queued_evaluations + 8
+        # queued evaluations hold a thread while they wait, and so does each upload while it
+        # streams (both are bounded); keep some for everything else: health, reads, Reload
+        self.rpc_threads = (
+            config.max_concurrent_evaluations + config.max_queued_evaluations + config.max_concurrent_uploads + 8
+        )
         self._grpc = grpc.server(
-            ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gate-rpc"),
+            ThreadPoolExecutor(max_workers=self.rpc_threads, thread_name_prefix="gate-rpc"),
             interceptors=[AuthInterceptor(config.tokens), ErrorInterceptor()],
             options=[
                 ("grpc.max_receive_message_length", config.max_message_bytes),
@@ -202,13 +205,7 @@ class GateServer:
         """Load datasets and policies, then report SERVING."""
         registry = self.servicer.reload()
         self._set_health(health_pb2.HealthCheckResponse.SERVING)
-        log.info(
-            "serving %d datasets (%s) and %d policies (%s)",
-            len(registry.datasets),
-            ", ".join(sorted(registry.datasets)),
-            len(registry.policies),
-            ", ".join(sorted(registry.policies)),
-        )
+        log.info("serving %s", registry.describe())
 
     def wait(self) -> None:
         self._grpc.wait_for_termination()

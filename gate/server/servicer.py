@@ -19,13 +19,17 @@ from gate.cache import Caches
 from gate.config import ServerConfig
 from gate.errors import NotFoundError, NotReadyError, PolicyError, RequestError
 from gate.policy import parse_policy
-from gate.registry import SHA256_RE, ModelStore, Registry
-from gate.server import convert
+from gate.registry import Registry
+from gate.server import convert, pages
 from gate.server.admission import Admission
 from gate.server.evaluations import Accepted, EvaluationRequest, EvaluationService, Event
+from gate.server.interceptors import fit_status_message
+from gate.server.limits import check_evaluate_request
 from gate.server.metrics import ServerMetrics
+from gate.server.uploads import UploadLimits, UploadSlots, timed_requests
 from gate.server.workers import Progress, WorkerPool
-from gate.store import AuditLog
+from gate.store import MAX_LIST_LIMIT, AuditLog
+from gate.store.models import SHA256_RE, ModelStore
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +52,7 @@ class GateServicer(pb_grpc.GateServiceServicer):  # type: ignore[misc,unused-ign
         self.store = store
         self.models = models
         self.evaluations = EvaluationService(config, store, models, pool, signing_key=signing_key)
+        self.uploads = UploadSlots(UploadLimits.from_config(config))
         self.registry: Registry | None = None
         self._reload_lock = threading.Lock()
 
@@ -73,7 +78,16 @@ class GateServicer(pb_grpc.GateServiceServicer):  # type: ignore[misc,unused-ign
     # -- models ----------------------------------------------------------------------
 
     def UploadModel(self, request_iterator: Iterator[pb.ModelChunk], context: grpc.ServicerContext) -> pb.ModelRef:
-        first = next(request_iterator, None)
+        # a bounded number at once, each read with idle, total and rate limits (gate.server.uploads)
+        with self.uploads.hold():
+            requests = timed_requests(request_iterator, self.uploads.limits)
+            try:
+                return self._receive_model(requests)
+            finally:
+                requests.close()  # stops the stream's reading thread, whatever happened
+
+    def _receive_model(self, requests: Iterator[pb.ModelChunk]) -> pb.ModelRef:
+        first = next(requests, None)
         if first is None:
             raise RequestError("empty upload: the first chunk must carry total_size")
         if first.total_size == 0:
@@ -82,7 +96,7 @@ class GateServicer(pb_grpc.GateServiceServicer):  # type: ignore[misc,unused-ign
 
         def chunks() -> Iterator[bytes]:
             yield first.data
-            for chunk in request_iterator:
+            for chunk in requests:
                 if chunk.sha256:
                     late = self._declared_sha(chunk.sha256)
                     if declared["sha256"] and late != declared["sha256"]:
@@ -92,14 +106,13 @@ class GateServicer(pb_grpc.GateServiceServicer):  # type: ignore[misc,unused-ign
 
         known = declared["sha256"]
         if known and self.models.path(known).is_file():
-            # idempotent: drain the stream, verifying nothing is lost by skipping the write
-            size = sum(len(c) for c in chunks())
-            if size != first.total_size:
-                raise RequestError(f"upload ended after {size} of the declared {first.total_size} bytes")
+            # idempotent, but never on the hash alone: the bytes are hashed (not written
+            # again) and must be that model, like any upload's
+            stored = self.models.verify_present(known, first.total_size, chunks())
             log.info("model %s already present", known)
-            return pb.ModelRef(sha256=known, size=self.models.path(known).stat().st_size, already_present=True)
-        stored = self.models.put(first.total_size, chunks(), lambda: declared["sha256"])
-        log.info("stored model %s (%d bytes, %s)", stored.sha256, stored.size, first.filename or "unnamed")
+        else:
+            stored = self.models.put(first.total_size, chunks(), lambda: declared["sha256"])
+            log.info("stored model %s (%d bytes, %s)", stored.sha256, stored.size, first.filename or "unnamed")
         return pb.ModelRef(sha256=stored.sha256, size=stored.size, already_present=stored.already_present)
 
     @staticmethod
@@ -111,6 +124,7 @@ class GateServicer(pb_grpc.GateServiceServicer):  # type: ignore[misc,unused-ign
     # -- evaluations -----------------------------------------------------------------
 
     def Evaluate(self, request: pb.EvaluateRequest, context: grpc.ServicerContext) -> Iterator[pb.EvaluateEvent]:
+        check_evaluate_request(request)  # bounded before anything of it is recorded
         registry = self._ready()
         for event in self.evaluations.evaluate(_evaluation_request(request), registry, is_active=context.is_active):
             yield _event_message(event)
@@ -132,14 +146,8 @@ class GateServicer(pb_grpc.GateServiceServicer):  # type: ignore[misc,unused-ign
             registry = self.reload()
         except RequestError as e:
             log.warning("reload refused; still serving the previous datasets and policies: %s", e.message)
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION, e.message)
-        log.info(
-            "reloaded: %d datasets (%s) and %d policies (%s)",
-            len(registry.datasets),
-            ", ".join(sorted(registry.datasets)),
-            len(registry.policies),
-            ", ".join(sorted(registry.policies)),
-        )
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, fit_status_message(e.message))
+        log.info("reloaded: %s", registry.describe())
         return pb.ReloadResponse(
             datasets=[
                 pb.DatasetInfo(name=name, sha256=ds.sha256, samples=len(ds), classes=ds.classes)
@@ -161,16 +169,20 @@ class GateServicer(pb_grpc.GateServiceServicer):  # type: ignore[misc,unused-ign
 
     def ListVerdicts(self, request: pb.ListVerdictsRequest, context: grpc.ServicerContext) -> pb.ListVerdictsResponse:
         limit = request.limit or 50
-        if limit > 10_000:
-            raise RequestError(f"limit={limit} is not valid; it should be at most 10000")
-        records = self.store.list(
-            model_sha256=request.model_sha256 or None,
-            dataset=request.dataset or None,
-            policy=request.policy or None,
-            decision=convert.DECISION_NAMES.get(request.decision),
-            limit=limit,
-        )
-        return pb.ListVerdictsResponse(records=[convert.record_to_pb(r) for r in records])
+        if limit > MAX_LIST_LIMIT:
+            raise RequestError(f"limit={limit} is not valid; it should be at most {MAX_LIST_LIMIT}")
+        try:
+            records = self.store.list(
+                model_sha256=request.model_sha256 or None,
+                dataset=request.dataset or None,
+                policy=request.policy or None,
+                decision=convert.DECISION_NAMES.get(request.decision),
+                limit=min(limit + 1, MAX_LIST_LIMIT),  # one more tells whether a next page exists
+                after=pages.decode_token(request.page_token),
+            )
+        except ValueError:
+            raise RequestError(pages.INVALID_TOKEN) from None
+        return pages.verdict_page(records, limit=limit, full=request.view == pb.LIST_VIEW_FULL)
 
     def ListDatasets(self, request: pb.ListDatasetsRequest, context: grpc.ServicerContext) -> pb.ListDatasetsResponse:
         registry = self._ready()

@@ -88,60 +88,6 @@ class EvaluationRecord:
         return decision if isinstance(decision, str) else None
 
 
-class AuditLog(Protocol):
-    """The audit log, whatever holds it. Every method raises :class:`InternalError`
-    naming the store and what it was doing when the database fails."""
-
-    location: str  # where it is, fit for messages and logs (never a password)
-    replica_id: str | None  # the replica this store records evaluations for
-
-    def record_accepted(
-        self,
-        *,
-        evaluation_id: str,
-        model_sha256: str,
-        model_name: str | None,
-        dataset: str,
-        policy: str,
-        labels: Mapping[str, Any],
-        requested_provider: str,
-        created_at: str | None = None,
-    ) -> None: ...
-
-    def record_result(
-        self,
-        evaluation_id: str,
-        verdict: Mapping[str, Any],
-        *,
-        interrupted: bool = False,
-        finished_at: str | None = None,
-    ) -> None: ...
-
-    def mark_interrupted(self, *, reason: str = ...) -> list[str]: ...
-
-    def get(self, evaluation_id: str) -> EvaluationRecord | None: ...
-
-    def list(
-        self,
-        *,
-        model_sha256: str | None = None,
-        dataset: str | None = None,
-        policy: str | None = None,
-        decision: str | None = None,
-        limit: int = 50,
-    ) -> list[EvaluationRecord]: ...
-
-    def count(self) -> int: ...
-
-    def close(self) -> None: ...
-
-    def __enter__(self) -> Self: ...
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None: ...
-
-
 # -- store targets --------------------------------------------------------------------------
 
 
@@ -292,6 +238,8 @@ SELECT e.evaluation_id, e.created_at, e.model_sha256, e.model_name, e.dataset, e
 FROM evaluations AS e LEFT JOIN results AS r ON r.evaluation_id = e.evaluation_id
 """
 
+_FOUND = "SELECT 1 AS found FROM evaluations WHERE evaluation_id = ?"
+
 _INSERT_RESULT = (
     "INSERT INTO results (evaluation_id, finished_at, decision, interrupted, dataset_sha256, policy_sha256,"
     " provider, onnxruntime, duration_s, rules_json, metrics_json, error_json, verdict_json)"
@@ -302,14 +250,16 @@ INTERRUPTED_REASON = "the server stopped before the evaluation completed"
 
 
 class SQLAuditStore(ABC):
-    """The audit log's logic over a SQL database; a back end supplies :meth:`_session`
-    and the replica claims."""
+    """The audit log, whatever holds it (:data:`AuditLog`): its logic over a SQL
+    database; a back end supplies :meth:`_session` and the replica claims. Every method
+    raises :class:`InternalError` naming the store and what it was doing when the
+    database fails."""
 
-    #: The column that orders evaluations accepted within the same second.
+    #: The column of ``evaluations`` that orders evaluations accepted within the same second.
     _TIEBREAK: ClassVar[str]
 
-    location: str
-    replica_id: str | None
+    location: str  # where it is, fit for messages and logs (never a password)
+    replica_id: str | None  # the replica this store records evaluations for
 
     # -- what a back end supplies -------------------------------------------------------------
 
@@ -357,7 +307,7 @@ class SQLAuditStore(ABC):
         except (TypeError, ValueError) as e:
             raise self._fail(doing, f"labels are not JSON: {e}") from e
         with self._session(doing, write=True) as s:
-            if s.rows("SELECT 1 AS found FROM evaluations WHERE evaluation_id = ?", (evaluation_id,)):
+            if s.rows(_FOUND, (evaluation_id,)):
                 raise self._fail(doing, "it is already recorded")
             s.run(
                 "INSERT INTO evaluations (evaluation_id, created_at, model_sha256, model_name, dataset, policy,"
@@ -425,7 +375,7 @@ class SQLAuditStore(ABC):
 
     def _insert_result(self, s: Session, doing: str, row: tuple[Any, ...]) -> None:
         evaluation_id = row[0]
-        if not s.rows("SELECT 1 AS found FROM evaluations WHERE evaluation_id = ?", (evaluation_id,)):
+        if not s.rows(_FOUND, (evaluation_id,)):
             raise self._fail(doing, "it was never accepted")
         if s.rows("SELECT 1 AS found FROM results WHERE evaluation_id = ?", (evaluation_id,)):
             raise self._fail(doing, "it already has a result")
@@ -474,7 +424,7 @@ class SQLAuditStore(ABC):
                 running = s.rows(
                     _SELECT
                     + f" WHERE r.evaluation_id IS NULL AND ({' OR '.join(which)})"
-                    + f" ORDER BY e.created_at, {self._TIEBREAK}",
+                    + f" ORDER BY e.created_at, e.{self._TIEBREAK}",
                     closing,
                 )
                 for found in running:
@@ -522,8 +472,11 @@ class SQLAuditStore(ABC):
         policy: str | None = None,
         decision: str | None = None,
         limit: int = 50,
+        after: str | None = None,
     ) -> list[EvaluationRecord]:
-        """Evaluations matching every filter given, newest first.
+        """Evaluations matching every filter given, newest first; with ``after`` (an
+        evaluation id), only those older than it: the next page of a listing that ended
+        with that evaluation. ValueError for an ``after`` that was never recorded.
 
         ``decision`` matches the recorded result, so running evaluations are left out
         when it is given.
@@ -543,13 +496,22 @@ class SQLAuditStore(ABC):
             if value is not None:
                 where.append(f"{column} = ?")
                 params.append(value)
+        if after is not None:
+            # the same order as below: older, or accepted in the same second but earlier
+            where.append(
+                f"(e.created_at, e.{self._TIEBREAK}) < (SELECT p.created_at, p.{self._TIEBREAK}"
+                " FROM evaluations AS p WHERE p.evaluation_id = ?)"
+            )
+            params.append(after)
         sql = _SELECT
         if where:
             sql += " WHERE " + " AND ".join(where)
         # the tie-break orders evaluations accepted within the same second by insertion
-        sql += f" ORDER BY e.created_at DESC, {self._TIEBREAK} DESC LIMIT ?"
+        sql += f" ORDER BY e.created_at DESC, e.{self._TIEBREAK} DESC LIMIT ?"
         params.append(limit)
         with self._session("list evaluations") as s:
+            if after is not None and not s.rows(_FOUND, (after,)):
+                raise ValueError(f"no evaluation with id {after!r} to list from")
             rows = s.rows(sql, params)
         return [to_record(r) for r in rows]
 
@@ -570,6 +532,10 @@ class SQLAuditStore(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.location!r})"
+
+
+#: The audit log, whatever holds it: the interface both back ends implement.
+AuditLog = SQLAuditStore
 
 
 def iter_versions(current: int) -> Iterator[int]:

@@ -188,7 +188,7 @@ class PostgresAuditStore(SQLAuditStore):
     """The append-only audit log in a PostgreSQL database, safe to share between threads
     and between servers. One connection, serialised between this server's threads."""
 
-    _TIEBREAK = "e.seq"
+    _TIEBREAK = "seq"
 
     def __init__(
         self,

@@ -31,15 +31,8 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from gate.errors import InternalError
-from gate.store.base import (
-    CLAIM_TIMEOUT_S,
-    SCHEMA_VERSION,
-    Row,
-    Session,
-    SQLAuditStore,
-    check_replica_id,
-    iter_versions,
-)
+from gate.store import base
+from gate.store.base import CLAIM_TIMEOUT_S, SCHEMA_VERSION, SQLAuditStore
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +109,7 @@ assert sorted(MIGRATIONS) == list(range(1, SCHEMA_VERSION + 1))
 
 def apply_migrations(conn: sqlite3.Connection, current: int, target: int = SCHEMA_VERSION) -> None:
     """Run the migrations from ``current`` to ``target`` (inside the caller's transaction)."""
-    for version in iter_versions(current):
+    for version in base.iter_versions(current):
         if version > target:
             break
         for statement in MIGRATIONS[version]:
@@ -128,11 +121,25 @@ class _Session:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
 
-    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[base.Row]:
         return [dict(r) for r in self._conn.execute(sql, tuple(params)).fetchall()]
 
     def run(self, sql: str, params: Sequence[Any] = ()) -> None:
         self._conn.execute(sql, tuple(params))
+
+
+@contextlib.contextmanager
+def _write_transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """A transaction committed when the block ends, rolled back when it raises. IMMEDIATE
+    takes the write lock up front, so checks made inside it still hold when its inserts run."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
 
 
 def _lock_path(directory: pathlib.Path, replica_id: str) -> pathlib.Path:
@@ -181,7 +188,7 @@ class SQLiteAuditStore(SQLAuditStore):
     ``gate history``) it claims nothing.
     """
 
-    _TIEBREAK = "e.rowid"
+    _TIEBREAK = "rowid"
 
     def __init__(
         self,
@@ -200,7 +207,7 @@ class SQLiteAuditStore(SQLAuditStore):
         self._held: dict[str, int] = {}
         if replica_id is not None:
             try:
-                check_replica_id(replica_id)
+                base.check_replica_id(replica_id)
             except ValueError as e:
                 raise InternalError(f"audit log {self.path}: {e}") from e
         try:
@@ -237,8 +244,7 @@ class SQLiteAuditStore(SQLAuditStore):
             # FULL: a committed verdict survives a power loss, not only a process crash.
             conn.execute("PRAGMA synchronous = FULL")
             conn.execute("PRAGMA foreign_keys = ON")
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with _write_transaction(conn):
                 # Checked again under the write lock: another process may have migrated it meanwhile.
                 version = self._check_version(conn)
                 if version < SCHEMA_VERSION:
@@ -247,11 +253,6 @@ class SQLiteAuditStore(SQLAuditStore):
                         log.info(
                             "audit log %s: schema migrated from version %d to %d", self.path, version, SCHEMA_VERSION
                         )
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
         except sqlite3.Error as e:
             raise InternalError(f"audit log {self.path}: cannot open the database: {e}") from e
 
@@ -282,7 +283,7 @@ class SQLiteAuditStore(SQLAuditStore):
             raise InternalError(f"audit log {self.path}: cannot claim replica id {replica_id!r}: {e}") from e
         return fd
 
-    def _hold_claim(self, session: Session, replica_id: str) -> bool:
+    def _hold_claim(self, session: base.Session, replica_id: str) -> bool:
         path = _lock_path(self._claims_dir, replica_id)
         try:
             self._claims_dir.mkdir(exist_ok=True)
@@ -304,33 +305,22 @@ class SQLiteAuditStore(SQLAuditStore):
     # -- plumbing ------------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def _session(self, doing: str, *, write: bool = False) -> Iterator[Session]:
+    def _session(self, doing: str, *, write: bool = False) -> Iterator[base.Session]:
         with self._lock:
             conn = self._conn
             if conn is None:
                 raise InternalError(f"audit log {self.path}: cannot {doing}: the store is closed")
             try:
-                if not write:
+                with _write_transaction(conn) if write else contextlib.nullcontext():
                     yield _Session(conn)
-                    return
-                # IMMEDIATE takes the write lock up front, so checks made inside the
-                # transaction still hold when its inserts run.
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    yield _Session(conn)
-                    conn.execute("COMMIT")
-                except BaseException:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    raise
             except sqlite3.Error as e:
-                raise InternalError(f"audit log {self.path}: cannot {doing}: {e}") from e
+                raise self._fail(doing, str(e)) from e
 
     # -- lifetime ------------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Close the database and give back the replica claim; later calls raise
-        InternalError. Closing twice is harmless."""
+        """Close the database and give back the replica claim (closing twice is harmless);
+        later calls raise InternalError."""
         with self._lock:
             if self._conn is None:
                 return

@@ -21,6 +21,12 @@ class Decision(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PASS: _ClassVar[Decision]
     FAIL: _ClassVar[Decision]
     ERROR: _ClassVar[Decision]
+
+class ListView(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    LIST_VIEW_UNSPECIFIED: _ClassVar[ListView]
+    LIST_VIEW_SUMMARY: _ClassVar[ListView]
+    LIST_VIEW_FULL: _ClassVar[ListView]
 PROVIDER_UNSPECIFIED: Provider
 PROVIDER_AUTO: Provider
 PROVIDER_CUDA: Provider
@@ -29,6 +35,9 @@ DECISION_UNSPECIFIED: Decision
 PASS: Decision
 FAIL: Decision
 ERROR: Decision
+LIST_VIEW_UNSPECIFIED: ListView
+LIST_VIEW_SUMMARY: ListView
+LIST_VIEW_FULL: ListView
 
 class ModelChunk(_message.Message):
     __slots__ = ("sha256", "total_size", "filename", "data")
@@ -295,7 +304,7 @@ class GetVerdictRequest(_message.Message):
     def __init__(self, evaluation_id: _Optional[str] = ...) -> None: ...
 
 class EvaluationRecord(_message.Message):
-    __slots__ = ("evaluation_id", "state", "verdict", "created_at", "finished_at", "model_sha256", "dataset", "policy", "labels")
+    __slots__ = ("evaluation_id", "state", "verdict", "created_at", "finished_at", "model_sha256", "dataset", "policy", "labels", "summary")
     EVALUATION_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     VERDICT_FIELD_NUMBER: _ClassVar[int]
@@ -305,6 +314,7 @@ class EvaluationRecord(_message.Message):
     DATASET_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
     evaluation_id: str
     state: str
     verdict: Verdict
@@ -314,27 +324,34 @@ class EvaluationRecord(_message.Message):
     dataset: str
     policy: str
     labels: Labels
-    def __init__(self, evaluation_id: _Optional[str] = ..., state: _Optional[str] = ..., verdict: _Optional[_Union[Verdict, _Mapping]] = ..., created_at: _Optional[str] = ..., finished_at: _Optional[str] = ..., model_sha256: _Optional[str] = ..., dataset: _Optional[str] = ..., policy: _Optional[str] = ..., labels: _Optional[_Union[Labels, _Mapping]] = ...) -> None: ...
+    summary: bool
+    def __init__(self, evaluation_id: _Optional[str] = ..., state: _Optional[str] = ..., verdict: _Optional[_Union[Verdict, _Mapping]] = ..., created_at: _Optional[str] = ..., finished_at: _Optional[str] = ..., model_sha256: _Optional[str] = ..., dataset: _Optional[str] = ..., policy: _Optional[str] = ..., labels: _Optional[_Union[Labels, _Mapping]] = ..., summary: _Optional[bool] = ...) -> None: ...
 
 class ListVerdictsRequest(_message.Message):
-    __slots__ = ("model_sha256", "dataset", "policy", "decision", "limit")
+    __slots__ = ("model_sha256", "dataset", "policy", "decision", "limit", "page_token", "view")
     MODEL_SHA256_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
     DECISION_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    VIEW_FIELD_NUMBER: _ClassVar[int]
     model_sha256: str
     dataset: str
     policy: str
     decision: Decision
     limit: int
-    def __init__(self, model_sha256: _Optional[str] = ..., dataset: _Optional[str] = ..., policy: _Optional[str] = ..., decision: _Optional[_Union[Decision, str]] = ..., limit: _Optional[int] = ...) -> None: ...
+    page_token: str
+    view: ListView
+    def __init__(self, model_sha256: _Optional[str] = ..., dataset: _Optional[str] = ..., policy: _Optional[str] = ..., decision: _Optional[_Union[Decision, str]] = ..., limit: _Optional[int] = ..., page_token: _Optional[str] = ..., view: _Optional[_Union[ListView, str]] = ...) -> None: ...
 
 class ListVerdictsResponse(_message.Message):
-    __slots__ = ("records",)
+    __slots__ = ("records", "next_page_token")
     RECORDS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     records: _containers.RepeatedCompositeFieldContainer[EvaluationRecord]
-    def __init__(self, records: _Optional[_Iterable[_Union[EvaluationRecord, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, records: _Optional[_Iterable[_Union[EvaluationRecord, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class ListDatasetsRequest(_message.Message):
     __slots__ = ()

@@ -85,7 +85,9 @@ class GateServiceServicer:
         a last chunk with no data. The server verifies both. Content-addressed and idempotent:
         uploading a model the server already holds returns its reference (with the hash in the
         first chunk, without storing it again). A partial or mismatched upload never becomes
-        a visible model.
+        a visible model. The bytes are always sent and verified, also for a hash the server
+        holds. At most max_concurrent_uploads run at once (more: RESOURCE_EXHAUSTED); a stream
+        that stalls, crawls or runs too long ends with DEADLINE_EXCEEDED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -106,7 +108,9 @@ class GateServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListVerdicts(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """One page of the record, newest first: summaries by default (the whole verdict comes
+        from GetVerdict), never more than a few MiB a reply; next_page_token continues it.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
