@@ -81,6 +81,13 @@ class Registry:
             )
         return cls(datasets, policies, paths)
 
+    def describe(self) -> str:
+        """What is registered, for the log: ``2 datasets (a, b) and 1 policies (p)``."""
+        return (
+            f"{len(self.datasets)} datasets ({', '.join(sorted(self.datasets))})"
+            f" and {len(self.policies)} policies ({', '.join(sorted(self.policies))})"
+        )
+
     def dataset(self, name: str) -> Dataset:
         try:
             return self.datasets[name]

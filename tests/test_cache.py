@@ -19,7 +19,7 @@ from gate.policy import parse_policy
 from tests.conftest import ROOT
 from tests.models import linear_softmax_model
 
-POLICY = parse_policy("version: 1\nname: p\nrules:\n  - {id: acc, type: metric, metric: accuracy, min: 0.0}\n")
+POLICY = parse_policy("version: 1\nname: p\nrules:\n  - {id: acc, type: metric, metric: accuracy, min: 0.01}\n")
 OTHER = parse_policy("version: 1\nname: q\nrules:\n  - {id: r, type: per_class, metric: recall, min: 0.99}\n")
 
 

@@ -193,7 +193,8 @@ def test_stalled_uploads_leave_health_and_reads_responsive(serve: Callable[..., 
             release.set()
     codes = [code for code, _ in outcomes]
     assert set(codes) <= {grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.DEADLINE_EXCEEDED}
-    assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) >= stalled - 2 * 2  # slots held, then held again
+    # most are refused at once; only those that found a slot free waited for the idle limit
+    assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) >= stalled // 2
     for code, details in outcomes:
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
             assert "the upload stalled: nothing arrived for 5 s (upload_idle_timeout_s)" in details

@@ -9,7 +9,7 @@ import pytest
 
 from gate.errors import PolicyError
 from gate.metrics import ClassificationMetrics
-from gate.policy import RULE_TYPES, apply_policy, load_policy, parse_policy
+from gate.policy import RULE_TYPES, apply_policy, load_policy, parse_policy, vacuous_rules
 from gate.verdict import Decision, Severity, Status, decide
 
 INVALID = Path(__file__).parent / "policies" / "invalid"
@@ -164,6 +164,16 @@ def _one(rule_yaml: str, metrics: ClassificationMetrics = TUTORIAL) -> tuple[Sta
     return result.status, result.message
 
 
+# a block rule that can fail, beside a vacuous one under test (a policy of vacuous rules alone is refused)
+GUARD = "{id: guard, type: metric, metric: accuracy, min: 0.5}"
+
+
+def _beside_guard(rule_yaml: str, metrics: ClassificationMetrics) -> tuple[Status, str]:
+    policy = parse_policy(f"version: 1\nname: t\nrules:\n  - {rule_yaml}\n  - {GUARD}\n")
+    result = apply_policy(policy, metrics)[0]
+    return result.status, result.message
+
+
 # cat recall 50/55 = 0.909, dog 45/50 = 0.900, rabbit 40/45 = 0.889; accuracy 135/150 = 0.900
 @pytest.mark.parametrize(
     ("rule", "status", "message"),
@@ -243,19 +253,20 @@ def test_floor_boundary_0799_vs_0800() -> None:
 
 def test_undefined_values_fail_never_skip() -> None:
     # "b" has no samples and is never predicted: its recall, precision and F1 are undefined
+    # (even under vacuous thresholds, which no defined value can break)
     m = ClassificationMetrics.from_confusion([[10, 0], [0, 0]], ["a", "b"])
-    assert _one("{id: r, type: per_class, metric: recall, min: 0.0}", m) == (
+    assert _beside_guard("{id: r, type: per_class, metric: recall, min: 0.0}", m) == (
         Status.FAIL,
         "b: recall undefined (the class has no samples), floor 0.000",
     )
-    assert _one("{id: r, type: per_class, metric: precision, min: 0.0}", m) == (
+    assert _beside_guard("{id: r, type: per_class, metric: precision, min: 0.0}", m) == (
         Status.FAIL,
         "b: precision undefined (the class is never predicted), floor 0.000",
     )
-    assert _one("{id: r, type: confusion, actual: b, predicted: a, max_rate: 1}", m)[0] is Status.FAIL
-    assert _one("{id: r, type: imbalance, max_ratio: 100, min_recall: 0}", m)[0] is Status.FAIL
+    assert _beside_guard("{id: r, type: confusion, actual: b, predicted: a, max_rate: 1}", m)[0] is Status.FAIL
+    assert _beside_guard("{id: r, type: imbalance, max_ratio: 100, min_recall: 0}", m)[0] is Status.FAIL
     assert _one("{id: r, type: metric, metric: imbalance_ratio, max: 100}", m)[0] is Status.FAIL
-    assert _one("{id: r, type: min_support, min: 1}", m)[0] is Status.INCONCLUSIVE
+    assert _beside_guard("{id: r, type: min_support, min: 1}", m)[0] is Status.INCONCLUSIVE
 
 
 def test_severity_and_decision() -> None:
@@ -275,3 +286,275 @@ def test_unknown_class_in_apply_is_an_error_not_a_pass() -> None:
     policy = load_policy(INVALID / "unknown-class.yaml")
     with pytest.raises(PolicyError, match="unknown class 'rabit'"):
         apply_policy(policy, TUTORIAL)
+
+
+# -- strict types: numbers are YAML numbers, flags YAML booleans, version the integer 1 ------------
+
+
+def _problems(text: str) -> list[str]:
+    with pytest.raises(PolicyError) as exc:
+        parse_policy(text)
+    return exc.value.problems
+
+
+def _rule_text(fields: str, version: str = "1") -> str:
+    return f"version: {version}\nname: x\nrules:\n  - id: floor\n    type: metric\n    metric: accuracy\n    {fields}\n"
+
+
+@pytest.mark.parametrize(
+    ("fields", "problem"),
+    [
+        (
+            "min: no",
+            "rule 'floor' (line 7): min: Input should be a valid number, not a boolean (got 'no', which YAML reads as"
+            " False)",
+        ),
+        (
+            "min: yes",
+            "rule 'floor' (line 7): min: Input should be a valid number, not a boolean (got 'yes', which YAML reads as"
+            " True)",
+        ),
+        (
+            "min: '0.9'",
+            "rule 'floor' (line 7): min: Input should be a valid number, not a string: a quoted number is text, write"
+            " it without quotes (got '0.9')",
+        ),
+        (
+            "max: true",
+            "rule 'floor' (line 7): max: Input should be a valid number, not a boolean (got 'true', which YAML reads as"
+            " True)",
+        ),
+    ],
+)
+def test_a_number_must_be_a_yaml_number(fields: str, problem: str) -> None:
+    assert _problems(_rule_text(fields)) == [problem]
+
+
+@pytest.mark.parametrize(
+    ("rule", "problem"),
+    [
+        (
+            "{id: r, type: min_support, min: 30.0}",
+            "rule 'r' (line 4): min: Input should be a valid integer, not a number with a fraction part (got 30.0)",
+        ),
+        (
+            "{id: r, type: min_support, min: on}",
+            "rule 'r' (line 4): min: Input should be a valid integer, not a boolean (got 'on', which YAML reads as"
+            " True)",
+        ),
+        (
+            "{id: r, type: baseline, metric: recall, per_class: 1, max_drop: 0.05}",
+            "rule 'r' (line 4): per_class: Input should be a valid boolean (true or false), not an integer (got 1)",
+        ),
+        (
+            "{id: r, type: baseline, metric: recall, per_class: 'true', max_drop: 0.05}",
+            "rule 'r' (line 4): per_class: Input should be a valid boolean (true or false), not a string (got 'true')",
+        ),
+        (
+            "{id: r, type: leakage, max_hamming: 8, max_overlap: no}",
+            "rule 'r' (line 4): max_overlap: Input should be a count (an integer) or a rate (a number in [0, 1)), not a"
+            " boolean (got 'no', which YAML reads as False)",
+        ),
+        (
+            "{id: r, type: per_class, metric: recall, classes: {cat: '0.9'}}",
+            "rule 'r' (line 4): classes.cat: Input should be a valid number, not a string: a quoted number is text,"
+            " write it without quotes (got '0.9')",
+        ),
+    ],
+)
+def test_counts_flags_and_class_floors_are_strict(rule: str, problem: str) -> None:
+    assert _problems(f"version: 1\nname: x\nrules:\n  - {rule}\n") == [problem]
+
+
+@pytest.mark.parametrize(
+    ("version", "problem"),
+    [
+        ("true", "version: Input should be the integer 1, not a boolean (got 'true', which YAML reads as True)"),
+        (
+            "1.0",
+            "version: Input should be the integer 1, not a number with a fraction part (got 1.0)",
+        ),
+        ("0x1", "version: Input should be the integer 1 written in decimal (got '0x1')"),
+        ("'1'", "version: Input should be 1 (got '1')"),
+    ],
+)
+def test_version_is_the_integer_1_in_decimal(version: str, problem: str) -> None:
+    assert _problems(_rule_text("min: 0.5", version)) == [problem]
+
+
+def test_numbers_in_any_yaml_spelling_still_read() -> None:
+    """Strict is not fussy: ints where floats go, and exponents as YAML 1.2 writes them."""
+    rules = parse_policy(
+        "version: 1\nname: x\nrules:\n"
+        "  - {id: a, type: metric, metric: accuracy, min: 1}\n"
+        "  - {id: b, type: baseline, metric: accuracy, max_drop: 1e-3}\n"
+        "  - {id: c, type: leakage, max_hamming: 8, max_overlap: 0.5}\n"
+    ).rules
+    assert [r.model_dump().get(k) for r, k in zip(rules, ("min", "max_drop", "max_overlap"), strict=True)] == [
+        1.0,
+        0.001,
+        0.5,
+    ]
+
+
+# -- vacuous rules: a policy must have a block rule that a model can fail -----------------------
+
+VACUOUS = {
+    "{id: v, type: metric, metric: accuracy, min: 0}": "accuracy always lies in [0, 1], so min 0 cannot be broken",
+    "{id: v, type: metric, metric: ece, max: 1}": "ece always lies in [0, 1], so max 1 cannot be broken",
+    "{id: v, type: metric, metric: mcc, min: -1, max: 1}": "mcc always lies in [-1, 1], so min -1 and max 1 cannot",
+    "{id: v, type: per_class, metric: recall, min: 0}": "every recall floor is 0",
+    "{id: v, type: per_class, metric: precision, classes: {cat: 0, dog: 0.0}}": "every precision floor is 0",
+    "{id: v, type: per_class, metric: recall, min: 0, confidence: 0.95}": "every recall floor is 0",
+    "{id: v, type: min_support, min: 1}": "min 1 only asks every class for one sample",
+    "{id: v, type: imbalance, max_ratio: 3, min_recall: 0}": "min_recall 0",
+    "{id: v, type: imbalance, max_ratio: 1e12, min_recall: 0.9}": "max_ratio 1e+12",
+    "{id: v, type: majority_baseline, margin: 0}": "margin 0: a model that always answers the largest class",
+    "{id: v, type: confusion, actual: cat, predicted: dog, max_rate: 1}": "max_rate 1",
+    "{id: v, type: baseline, metric: accuracy, max_drop: 1}": "accuracy spans [0, 1]: no drop can break max_drop 1",
+    "{id: v, type: baseline, metric: recall, per_class: true, max_drop: 1, max_relative_drop: 1, test: mcnemar}": (
+        "no drop can break max_drop 1 and max_relative_drop 1"
+    ),
+    "{id: v, type: train_test_gap, metric: accuracy, max_gap: 1}": "no gap exceeds max_gap 1",
+}
+
+# each one notch away from vacuous: a model can fail it
+NOT_VACUOUS = [
+    "{id: v, type: metric, metric: accuracy, min: 0.01}",
+    "{id: v, type: metric, metric: accuracy, min: 0, max: 0.99}",
+    "{id: v, type: metric, metric: imbalance_ratio, min: 1, max: 1000000}",
+    "{id: v, type: per_class, metric: recall, min: 0, classes: {cat: 0.5}}",
+    "{id: v, type: min_support, min: 2}",
+    "{id: v, type: imbalance, max_ratio: 999999, min_recall: 0.01}",
+    "{id: v, type: majority_baseline, margin: 0.001}",
+    "{id: v, type: confusion, actual: cat, predicted: dog, max_rate: 0.999}",
+    "{id: v, type: baseline, metric: accuracy, max_drop: 1, test: mcnemar}".replace("max_drop: 1, ", ""),
+    "{id: v, type: baseline, metric: mcc, max_drop: 1.9}",
+    "{id: v, type: baseline, metric: mcc, max_relative_drop: 5}",
+    "{id: v, type: baseline, metric: ece, max_relative_drop: 1}",
+    "{id: v, type: train_test_gap, metric: accuracy, max_gap: 0.99}",
+    "{id: v, type: leakage, max_hamming: 24, max_overlap: 0.99}",
+]
+
+
+def test_every_rule_type_has_vacuous_and_useful_examples() -> None:
+    types = {parse_policy(f"version: 1\nname: x\nrules:\n  - {r}\n  - {GUARD}\n").rules[0].type for r in VACUOUS}
+    assert types | {"leakage"} == set(RULE_TYPES)  # a leakage rule can always fail: a larger leak
+
+
+@pytest.mark.parametrize("rule", sorted(VACUOUS))
+def test_a_policy_of_vacuous_block_rules_is_refused_naming_them(rule: str) -> None:
+    problems = _problems(f"version: 1\nname: x\nrules:\n  - {rule}\n  - {rule.replace('id: v', 'id: w')}\n")
+    assert problems[0].startswith("rule 'v' (line 4): ") and VACUOUS[rule] in problems[0]
+    assert problems[0].endswith(": no model can fail this rule")
+    assert problems[1].startswith("rule 'w' (line 5): ")
+    assert problems[2] == (
+        "every block rule is vacuous (v, w): the policy could never FAIL a model; give at least one block rule a"
+        " threshold a bad model can break"
+    )
+
+
+@pytest.mark.parametrize("rule", sorted(VACUOUS))
+def test_a_vacuous_rule_beside_one_that_can_fail_is_listed(rule: str) -> None:
+    policy = parse_policy(f"version: 1\nname: x\nrules:\n  - {GUARD}\n  - {rule}\n")
+    [found] = vacuous_rules(policy)
+    assert (found.id, found.line, found.severity) == ("v", 5, Severity.BLOCK)
+    assert VACUOUS[rule] in found.reason and str(found).startswith("rule 'v' (line 5): ")
+
+
+@pytest.mark.parametrize("rule", NOT_VACUOUS)
+def test_a_rule_a_model_can_fail_is_not_vacuous(rule: str) -> None:
+    policy = parse_policy(f"version: 1\nname: x\nrules:\n  - {rule}\n")
+    assert vacuous_rules(policy) == []
+
+
+def test_a_vacuous_block_rule_with_a_useful_warn_rule_is_still_refused() -> None:
+    problems = _problems(
+        "version: 1\nname: x\nrules:\n"
+        "  - {id: v, type: metric, metric: accuracy, min: 0}\n"
+        "  - {id: w, type: metric, metric: accuracy, min: 0.9, severity: warn}\n"
+    )
+    assert problems[-1].startswith("every block rule is vacuous (v):")
+
+
+# -- tolerance: a value equal to an inclusive bound meets it ------------------------------------
+
+# recalls 6/10, 8/10, 10/10: balanced accuracy 0.7999999999999999 in floating point
+ROUNDED = ClassificationMetrics.from_confusion([[6, 4, 0], [2, 8, 0], [0, 0, 10]], PETS)
+
+
+def test_the_rounding_case_is_real() -> None:
+    assert ROUNDED.balanced_accuracy is not None and ROUNDED.balanced_accuracy < 0.8
+
+
+@pytest.mark.parametrize(
+    ("rule", "status", "message"),
+    [
+        ("{id: r, type: metric, metric: balanced_accuracy, min: 0.8}", Status.PASS, "balanced_accuracy 0.800 >= 0.800"),
+        (
+            "{id: r, type: metric, metric: balanced_accuracy, min: 0.8001}",
+            Status.FAIL,
+            "balanced_accuracy 0.8000 < 0.8001",
+        ),
+        ("{id: r, type: metric, metric: macro_recall, max: 0.8}", Status.PASS, "macro_recall 0.800 <= 0.800"),
+        ("{id: r, type: metric, metric: macro_recall, max: 0.7999}", Status.FAIL, "macro_recall 0.8000 > 0.7999"),
+    ],
+)
+def test_a_value_on_a_bound_meets_it_within_the_tolerance(rule: str, status: Status, message: str) -> None:
+    assert _one(rule, ROUNDED) == (status, message)
+
+
+def test_inclusive_floors_on_counts_both_sides() -> None:
+    # 80/100 meets 0.8 and 79/100 does not, on every rule that compares with a floor or ceiling
+    for hits, status in ((80, Status.PASS), (79, Status.FAIL)):
+        m = ClassificationMetrics.from_confusion([[hits, 100 - hits], [0, 100]], ["a", "b"])
+        assert _one("{id: r, type: per_class, metric: recall, classes: {a: 0.8}}", m)[0] is status
+        assert _one("{id: r, type: confusion, actual: a, predicted: b, max_rate: 0.2}", m)[0] is status
+        assert _one("{id: r, type: imbalance, max_ratio: 1, min_recall: 0.8}", m)[0] is Status.PASS  # balanced
+    # accuracy 0.9 - majority rate 0.6 = 0.30000000000000004 in floating point: meets a margin of 0.3
+    m = ClassificationMetrics.from_confusion([[60, 0], [10, 30]], ["a", "b"])
+    assert _one("{id: r, type: majority_baseline, margin: 0.3}", m) == (
+        Status.PASS,
+        "accuracy 0.900 - majority-class rate 0.600 ('a') = +0.300 >= 0.300",
+    )
+    assert _one("{id: r, type: majority_baseline, margin: 0.3001}", m)[0] is Status.FAIL
+
+
+def test_imbalance_recall_floor_uses_the_tolerance() -> None:
+    # supports 100 and 10 (ratio 10 > 2): the floor applies; recall 8/10 = 0.8 meets 0.8, 7/10 does not
+    for hits, status in ((8, Status.PASS), (7, Status.FAIL)):
+        m = ClassificationMetrics.from_confusion([[100, 0], [10 - hits, hits]], ["a", "b"])
+        assert _one("{id: r, type: imbalance, max_ratio: 2, min_recall: 0.8}", m)[0] is status
+
+
+# -- class names: NFC ---------------------------------------------------------------------------
+
+NFC_CAFE, NFD_CAFE = "caf\u00e9", "cafe\u0301"
+
+
+def test_policy_class_names_are_read_as_nfc() -> None:
+    policy = parse_policy(
+        f"version: 1\nname: x\nrules:\n  - {{id: r, type: per_class, metric: recall, classes: {{{NFD_CAFE}: 0.9}}}}\n"
+    )
+    assert policy.rules[0].class_names() == [NFC_CAFE]
+    policy.check_classes([NFC_CAFE, "tea"])  # the dataset's NFC name: found
+
+
+def test_a_dataset_name_in_another_normalisation_is_said_so_not_guessed() -> None:
+    rule = f"{{id: r, type: confusion, actual: {NFC_CAFE}, predicted: tea, max_rate: 0.1}}"
+    policy = parse_policy(f"version: 1\nname: x\nrules:\n  - {rule}\n")
+    with pytest.raises(PolicyError) as exc:
+        policy.check_classes([NFD_CAFE, "tea"])
+    [problem] = exc.value.problems
+    assert problem.startswith(f"rule 'r' (line 4): unknown class '{NFC_CAFE}' (the dataset's class '{NFD_CAFE}' is")
+    assert "the same name in another Unicode normalisation" in problem and "did you mean" not in problem
+
+
+def test_two_floors_for_one_class_in_two_normalisations_are_refused() -> None:
+    problems = _problems(
+        f"version: 1\nname: x\nrules:\n  - {{id: r, type: per_class, metric: recall,"
+        f" classes: {{{NFC_CAFE}: 0.9, {NFD_CAFE}: 0.1}}}}\n"
+    )
+    assert len(problems) == 1 and problems[0].startswith(
+        f"rule 'r' (line 4): classes: class names '{NFC_CAFE}' and '{NFD_CAFE}' differ only in Unicode normalisation"
+    )

@@ -41,7 +41,7 @@ name: pets-evidence
 rules:
   - {id: no-regression, type: baseline, metric: recall, per_class: true, max_drop: 0.05}
   - {id: no-worse, type: baseline, metric: accuracy, max_drop: 0.01, test: mcnemar, alpha: 0.05}
-  - {id: no-overfit, type: train_test_gap, metric: accuracy, max_gap: 0.05}
+  - {id: no-overfit, type: train_test_gap, metric: accuracy, max_gap: 0.04}
   - {id: calibrated, type: metric, metric: ece, max: 0.5, severity: warn}
 """
 
@@ -449,7 +449,7 @@ def test_junit_fails_each_regressed_class_and_lists_the_leaks(run: Run, verdict:
 
 def test_a_champion_against_itself_reads_as_no_difference(run: Run) -> None:
     champion = run.root / "champion.onnx"
-    same = _eval(run.root, champion, champion, "same")  # still FAIL: the training sample gap
+    same = _eval(run.root, champion, champion, "same")  # still FAIL: the training sample gap (0.05 > 0.04)
     text = render_text(Verdict.from_dict(same.doc))
     section = _section(text, "Champion vs challenger", "Training sample\n")
     assert "accuracy difference 0.000, 95% interval [0.000, 0.000], paired bootstrap" in section

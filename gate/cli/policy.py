@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run_validate(args: argparse.Namespace) -> int:
     from gate.datasets import load_dataset
-    from gate.policy import load_policy
+    from gate.policy import load_policy, vacuous_rules
 
     try:
         policy = load_policy(args.policy)
@@ -36,4 +36,6 @@ def run_validate(args: argparse.Namespace) -> int:
     print(f"policy '{policy.name}' ({args.policy}) is valid{where}: {len(policy.rules)} rules, sha256 {policy.sha256}")
     for rule in policy.rules:
         print(f"  {rule.severity.value:5}  {rule.id}  ({rule.type})")
+    for vacuous in vacuous_rules(policy):  # valid, but a rule no model can fail is likely a mistake
+        print(f"warning: {vacuous}: no model can fail this rule", file=sys.stderr)
     return 0

@@ -3,11 +3,14 @@ every problem found, each with its rule id and YAML line.
 
 Checks, in order, all collected before raising:
 
-1. YAML syntax; anchors/aliases (a policy never needs them, and they enable
-   "billion laughs" expansion); duplicate keys; size (``MAX_POLICY_BYTES``).
-2. Schema: unknown keys, unknown rule types, wrong types, missing fields.
+1. Reading (:mod:`gate.policy.yaml_source`): UTF-8, size, nesting, YAML syntax,
+   anchors/aliases, duplicate keys.
+2. Schema: unknown keys, unknown rule types, missing fields, and strict types: a number
+   is a YAML int or float (never a boolean or a quoted string), a count an int, a flag a
+   boolean, ``version`` the integer 1 written in decimal.
 3. Meaning: duplicate rule ids, unknown metrics, min > max, thresholds outside a
-   metric's range, an empty rule list, no blocking rule (such a policy could never FAIL).
+   metric's range, an empty rule list, no blocking rule, and blocking rules that are all
+   vacuous (no model could fail them): such a policy could never FAIL.
 4. Against a dataset (:meth:`Policy.check_classes`): every class a rule names exists.
 """
 
@@ -17,22 +20,33 @@ import functools
 import hashlib
 import operator
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic_core import PydanticCustomError
 
 from gate.errors import PolicyError
+from gate.policy.base import nfc
 from gate.policy.rules import RULE_TYPES, Rule, suggest
+from gate.policy.yaml_source import MAX_POLICY_BYTES, PolicySource, read_source
 from gate.verdict import Severity
 
-MAX_POLICY_BYTES = 1 << 20
+__all__ = ["MAX_POLICY_BYTES", "Policy", "VacuousRule", "load_policy", "parse_policy", "vacuous_rules"]
 
 # the union of every registered rule class, told apart by the YAML `type` field
 AnyRule = Annotated[functools.reduce(operator.or_, RULE_TYPES.values()), Field(discriminator="type")]  # type: ignore[valid-type]
 _RULE_ADAPTER: TypeAdapter[Rule] = TypeAdapter(AnyRule)  # type: ignore[arg-type]
+
+
+def _integer_version(value: Any) -> Any:
+    # `version: true` and `version: 1.0` equal 1 in Python: refuse them before the literal
+    if isinstance(value, bool | float):
+        kind = "a boolean" if isinstance(value, bool) else "a number with a fraction part"
+        raise PydanticCustomError("version_type", "Input should be the integer 1, not {kind}", {"kind": kind})
+    return value
 
 
 class _PolicyHeader(BaseModel):
@@ -41,10 +55,23 @@ class _PolicyHeader(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    version: Literal[1]
-    name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    description: str | None = None
+    version: Annotated[Literal[1], BeforeValidator(_integer_version)]
+    name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", strict=True)
+    description: str | None = Field(default=None, strict=True)
     rules: list[Any]
+
+
+@dataclass(frozen=True)
+class VacuousRule:
+    """A rule no model can fail, and why."""
+
+    id: str
+    line: int | None
+    severity: Severity
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{_where(self.id, self.line)}: {self.reason}"
 
 
 @dataclass(frozen=True)
@@ -68,7 +95,7 @@ class Policy:
                 if name not in known:
                     problems.append(
                         f"{_where(rule.id, self.lines[i] if i < len(self.lines) else None)}:"
-                        f" unknown class '{name}'{suggest(name, known)}; the dataset's classes are"
+                        f" unknown class '{name}'{_closest(name, known)}; the dataset's classes are"
                         f" {', '.join(known)}"
                     )
         if problems:
@@ -83,55 +110,45 @@ class Policy:
         return {"name": self.name, "sha256": self.sha256, "source": self.source}
 
 
+def _closest(name: str, known: list[str]) -> str:
+    """' (did you mean ...?)', or, when a dataset class is the same name in another
+    Unicode normalisation, a sentence saying so (the two look alike when printed)."""
+    twins = [k for k in known if nfc(k) == name]
+    if twins:
+        return (
+            f" (the dataset's class {twins[0]!r} is the same name in another Unicode normalisation:"
+            f" policy class names are read as NFC, the dataset's is not)"
+        )
+    return suggest(name, known)
+
+
 def _where(rule_id: str | None, line: int | None) -> str:
     who = f"rule '{rule_id}'" if rule_id else "rule"
     return f"{who} (line {line})" if line else who
 
 
-class _NoAliasLoader(yaml.SafeLoader):
-    """Safe loader that rejects anchors, aliases and duplicate keys."""
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()  # type: ignore[no-untyped-call]
-            raise yaml.MarkedYAMLError(None, None, "YAML aliases are not allowed in a policy", event.start_mark)
-        event = self.peek_event()  # type: ignore[no-untyped-call]
-        if getattr(event, "anchor", None):
-            raise yaml.MarkedYAMLError(None, None, "YAML anchors are not allowed in a policy", event.start_mark)
-        return super().compose_node(parent, index)
-
-    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
-        seen: dict[Any, int] = {}
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.MarkedYAMLError(
-                    None,
-                    None,
-                    f"duplicate key '{key}' (first on line {seen[key]})",
-                    key_node.start_mark,
-                )
-            seen[key] = key_node.start_mark.line + 1
-        return super().construct_mapping(node, deep=deep)
+def vacuous_rules(policy: Policy) -> list[VacuousRule]:
+    """Every rule of ``policy`` that no model can fail (see docs/conventions.md), in order."""
+    return _vacuous(policy.rules, policy.lines)
 
 
-def _rule_lines(text: str) -> tuple[list[int | None], dict[tuple[int, str], int]]:
-    """Line of each rule item and of each key within it (1-based), from the YAML nodes."""
-    root = yaml.compose(text, Loader=_NoAliasLoader)
-    starts: list[int | None] = []
-    keys: dict[tuple[int, str], int] = {}
-    if isinstance(root, yaml.MappingNode):
-        for k, v in root.value:
-            if k.value == "rules" and isinstance(v, yaml.SequenceNode):
-                for i, item in enumerate(v.value):
-                    starts.append(item.start_mark.line + 1)
-                    if isinstance(item, yaml.MappingNode):
-                        for ik, _ in item.value:
-                            keys[(i, str(ik.value))] = ik.start_mark.line + 1
-    return starts, keys
+def _vacuous(
+    rules: tuple[Rule, ...] | list[Rule], lines: tuple[int | None, ...] | list[int | None]
+) -> list[VacuousRule]:
+    found = []
+    for i, rule in enumerate(rules):
+        reason = rule.vacuous()
+        if reason is not None:
+            found.append(VacuousRule(rule.id, lines[i] if i < len(lines) else None, rule.severity, reason))
+    return found
 
 
-def _describe(err: Any, rule_model: type[Rule] | None) -> str:
+# -- messages ----------------------------------------------------------------------------
+
+_TYPE_ERRORS = {"number_type", "count_type", "flag_type", "count_or_rate_type", "version_type"}
+
+
+def _describe(err: Any, rule_model: type[Rule] | None, written: str | None = None) -> str:
     # inside a rule, pydantic's location starts with the rule type's tag: drop it
     loc = [str(x) for x in err["loc"]][1 if rule_model is not None else 0 :]
     kind = err["type"]
@@ -146,7 +163,10 @@ def _describe(err: Any, rule_model: type[Rule] | None) -> str:
         return f"missing `type`; known types: {', '.join(RULE_TYPES)}"
     if kind == "missing":
         return f"missing required key '{field}'"
-    return f"{'.'.join(loc) or 'value'}: {err['msg']} (got {_shown(err.get('input'))})"
+    got = _shown(err.get("input"))
+    if kind in _TYPE_ERRORS and written not in (None, got) and not isinstance(err.get("input"), str):
+        got = f"{written!r}, which YAML reads as {got}"
+    return f"{'.'.join(loc) or 'value'}: {err['msg']} (got {got})"
 
 
 def _shown(value: Any) -> str:
@@ -158,131 +178,125 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-#: deeper than any policy needs; checked before parsing, because PyYAML's pure-Python
-#: scanner slows down with every open level
-MAX_NESTING = 32
+# -- validation --------------------------------------------------------------------------
 
 
-def _nesting(text: str) -> int:
-    """The deepest flow ([ ]/{ }) nesting of YAML text, ignoring quoted strings and comments."""
-    depth = deepest = 0
-    quote = ""
-    comment = False
-    for ch in text:
-        if comment:
-            comment = ch != "\n"
-        elif quote:
-            if ch == quote:
-                quote = ""
-        elif ch in "'\"":
-            quote = ch
-        elif ch == "#":
-            comment = True
-        elif ch in "[{":
-            depth += 1
-            deepest = max(deepest, depth)
-        elif ch in "]}":
-            depth -= 1
-    return deepest
+@dataclass
+class _Reading:
+    """The rules read so far, and every problem found."""
 
+    source: PolicySource
+    rules: list[Rule]
+    problems: list[str]
 
-def parse_policy(text: str | bytes, *, source: str = "<inline>") -> Policy:
-    """Validate policy YAML text; raise one PolicyError listing every problem."""
-    head = f"invalid policy {source}"
-    try:
-        raw = text.encode() if isinstance(text, str) else text
-    except UnicodeEncodeError as e:  # e.g. a lone surrogate: no UTF-8 file can hold it
-        raise PolicyError(f"{head}: not UTF-8 text ({e.reason} at position {e.start})") from e
-    if len(raw) > MAX_POLICY_BYTES:
-        raise PolicyError(f"{head}: {len(raw)} bytes exceeds the {MAX_POLICY_BYTES}-byte limit")
-    try:
-        decoded = raw.decode("utf-8")
-        if _nesting(decoded) > MAX_NESTING:
-            raise PolicyError(f"{head}: the YAML is nested more than {MAX_NESTING} levels deep")
-        data = yaml.load(decoded, Loader=_NoAliasLoader)
-        starts, keys = _rule_lines(decoded)
-    except UnicodeDecodeError as e:
-        raise PolicyError(f"{head}: not UTF-8 text ({e})") from e
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or str(e)
-        raise PolicyError(f"{head}: YAML error{where}: {problem}") from e
-    except RecursionError as e:
-        raise PolicyError(f"{head}: the YAML is nested too deeply") from e
-    except PolicyError:
-        raise
-    except Exception as e:
-        # PyYAML's constructors raise all sorts for values they cannot build (an
-        # impossible date, `!!int abc`, `!!int -`, a mapping used as a key, a 5,000-digit
-        # integer): the policy is invalid, and it is said so, never let through as another
-        # kind of failure
-        raise PolicyError(f"{head}: YAML value that cannot be read: {type(e).__name__}: {e}") from e
-    if not isinstance(data, dict):
-        raise PolicyError(f"{head}: expected a mapping with version, name and rules; got {type(data).__name__}")
+    @property
+    def raw_rules(self) -> list[Any]:
+        rules = self.source.data.get("rules")
+        return rules if isinstance(rules, list) else []
 
-    raw_rules = data.get("rules") if isinstance(data.get("rules"), list) else []
-    assert isinstance(raw_rules, list)
+    def line(self, i: int) -> int | None:
+        return self.source.rule_lines[i] if i < len(self.source.rule_lines) else None
 
-    def rule_id(i: int) -> str | None:
-        item = raw_rules[i] if i < len(raw_rules) else None
+    def rule_id(self, i: int) -> str:
+        item = self.raw_rules[i]
         rid = item.get("id") if isinstance(item, dict) else None
         return _shown(rid).strip("'") if rid is not None else f"#{i + 1}"
 
-    def rule_model(i: int) -> type[Rule] | None:
-        item = raw_rules[i] if i < len(raw_rules) else None
+    def rule_model(self, i: int) -> type[Rule] | None:
+        item = self.raw_rules[i]
         kind = item.get("type") if isinstance(item, dict) else None
         return RULE_TYPES.get(kind) if isinstance(kind, str) else None
 
-    problems: list[str] = []
-    header: _PolicyHeader | None = None
-    try:
-        header = _PolicyHeader.model_validate(data)
-    except ValidationError as e:
-        problems += [_describe(err, None) for err in e.errors()]
 
-    rules: list[Rule] = []
-    for i, item in enumerate(raw_rules):
-        line = starts[i] if i < len(starts) else None
+def _read_header(reading: _Reading) -> _PolicyHeader | None:
+    data = reading.source.data
+    version = reading.source.header_written.get("version")
+    if (
+        type(data.get("version")) is int
+        and data["version"] == 1
+        and version is not None
+        and not re.fullmatch(r"[0-9]+", version)
+    ):
+        reading.problems.append(f"version: Input should be the integer 1 written in decimal (got {version!r})")
+    try:
+        return _PolicyHeader.model_validate(data)
+    except ValidationError as e:
+        reading.problems.extend(
+            _describe(err, None, reading.source.header_written.get("version")) for err in e.errors()
+        )
+        return None
+
+
+def _read_rules(reading: _Reading) -> None:
+    for i, item in enumerate(reading.raw_rules):
         try:
             rule = _RULE_ADAPTER.validate_python(item)
         except ValidationError as e:
             for err in e.errors():
                 field = str(err["loc"][1]) if len(err["loc"]) >= 2 else None
-                where = _where(rule_id(i), (keys.get((i, field)) if field else None) or line)
-                problems.append(f"{where}: {_describe(err, rule_model(i))}")
+                where = _where(reading.rule_id(i), (reading.source.key_lines.get((i, field or ""))) or reading.line(i))
+                written = reading.source.written.get((i, field or "")) if len(err["loc"]) == 2 else None
+                reading.problems.append(f"{where}: {_describe(err, reading.rule_model(i), written)}")
             continue
-        problems += [f"{_where(rule.id, line)}: {p}" for p in rule.problems()]
-        rules.append(rule)
+        reading.problems.extend(f"{_where(rule.id, reading.line(i))}: {p}" for p in rule.problems())
+        reading.rules.append(rule)
 
-    if isinstance(data.get("rules"), list) and not data["rules"]:
-        problems.append("rules: the rule list is empty; a policy needs at least one rule")
 
+def _check_ids(reading: _Reading) -> None:
     ids: dict[str, int] = {}
-    for i, item in enumerate(raw_rules):
+    for i, item in enumerate(reading.raw_rules):
         rid = item.get("id") if isinstance(item, dict) else None
-        if isinstance(rid, str):
-            if rid in ids:
-                problems.append(
-                    f"{_where(rid, starts[i] if i < len(starts) else None)}: duplicate rule id"
-                    f" (also rule #{ids[rid] + 1})"
-                )
-            else:
-                ids[rid] = i
+        if not isinstance(rid, str):
+            continue
+        if rid in ids:
+            reading.problems.append(f"{_where(rid, reading.line(i))}: duplicate rule id (also rule #{ids[rid] + 1})")
+        else:
+            ids[rid] = i
 
-    if raw_rules and len(rules) == len(raw_rules) and not any(r.severity is Severity.BLOCK for r in rules):
-        problems.append("every rule has severity warn: the policy could never FAIL a model")
 
-    if problems or header is None:
-        raise PolicyError(f"{head}:", problems)
+def _check_can_fail(reading: _Reading) -> None:
+    """A policy must be able to FAIL a model: some block rule that is not vacuous."""
+    rules = reading.rules
+    if not reading.raw_rules or len(rules) != len(reading.raw_rules):
+        return  # empty, or some rules did not even read: said already
+    blocking = [r for r in rules if r.severity is Severity.BLOCK]
+    if not blocking:
+        reading.problems.append("every rule has severity warn: the policy could never FAIL a model")
+        return
+    lines = [reading.line(i) for i in range(len(rules))]
+    vacuous = [v for v in _vacuous(rules, lines) if v.severity is Severity.BLOCK]
+    if len(vacuous) == len(blocking):
+        reading.problems.extend(f"{v}: no model can fail this rule" for v in vacuous)
+        names = ", ".join(v.id for v in vacuous)
+        reading.problems.append(
+            f"every block rule is vacuous ({names}): the policy could never FAIL a model;"
+            " give at least one block rule a threshold a bad model can break"
+        )
+
+
+def parse_policy(text: str | bytes, *, source: str = "<inline>") -> Policy:
+    """Validate policy YAML text; raise one PolicyError listing every problem."""
+    head = f"invalid policy {source}"
+    read = read_source(text, head)
+    if not isinstance(read.data, dict):
+        raise PolicyError(f"{head}: expected a mapping with version, name and rules; got {type(read.data).__name__}")
+    reading = _Reading(read, [], [])
+    header = _read_header(reading)
+    _read_rules(reading)
+    if isinstance(read.data.get("rules"), list) and not read.data["rules"]:
+        reading.problems.append("rules: the rule list is empty; a policy needs at least one rule")
+    _check_ids(reading)
+    _check_can_fail(reading)
+    if reading.problems or header is None:
+        raise PolicyError(f"{head}:", reading.problems)
     return Policy(
         name=header.name,
-        rules=tuple(rules),
-        sha256=hashlib.sha256(raw).hexdigest(),
+        rules=tuple(reading.rules),
+        sha256=hashlib.sha256(read.raw).hexdigest(),
         source=source,
         description=header.description,
-        lines=tuple(starts),
-        text=decoded,
+        lines=tuple(read.rule_lines),
+        text=read.text,
     )
 
 

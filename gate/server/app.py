@@ -205,13 +205,7 @@ class GateServer:
         """Load datasets and policies, then report SERVING."""
         registry = self.servicer.reload()
         self._set_health(health_pb2.HealthCheckResponse.SERVING)
-        log.info(
-            "serving %d datasets (%s) and %d policies (%s)",
-            len(registry.datasets),
-            ", ".join(sorted(registry.datasets)),
-            len(registry.policies),
-            ", ".join(sorted(registry.policies)),
-        )
+        log.info("serving %s", registry.describe())
 
     def wait(self) -> None:
         self._grpc.wait_for_termination()

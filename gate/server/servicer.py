@@ -147,13 +147,7 @@ class GateServicer(pb_grpc.GateServiceServicer):  # type: ignore[misc,unused-ign
         except RequestError as e:
             log.warning("reload refused; still serving the previous datasets and policies: %s", e.message)
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, fit_status_message(e.message))
-        log.info(
-            "reloaded: %d datasets (%s) and %d policies (%s)",
-            len(registry.datasets),
-            ", ".join(sorted(registry.datasets)),
-            len(registry.policies),
-            ", ".join(sorted(registry.policies)),
-        )
+        log.info("reloaded: %s", registry.describe())
         return pb.ReloadResponse(
             datasets=[
                 pb.DatasetInfo(name=name, sha256=ds.sha256, samples=len(ds), classes=ds.classes)
