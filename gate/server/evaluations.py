@@ -38,7 +38,7 @@ from gate.evaluation import check_evidence
 from gate.inference import cuda_runs
 from gate.policy import Policy, parse_policy
 from gate.providers import Provider
-from gate.registry import ModelStore, Registry
+from gate.registry import Registry
 from gate.server.admission import Admission
 from gate.server.metrics import ServerMetrics
 from gate.server.workers import (
@@ -54,6 +54,7 @@ from gate.server.workers import (
     load_in,
 )
 from gate.store import AuditLog
+from gate.store.models import ModelStore
 from gate.verdict import Decision, Verdict
 
 log = logging.getLogger(__name__)
