@@ -74,3 +74,19 @@ def test_predictions_only_of_a_judged_evaluation(serve: Callable[..., Served], t
             c.save_predictions(wrong.evaluation_id, tmp_path / "p.txt")
     assert "unknown format '.txt'" in bad_name.value.message
     assert not out.exists()
+
+
+def test_a_predictions_file_gate_cannot_write_is_refused_before_the_upload(
+    serve: Callable[..., Served], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    s = serve()
+    model = tmp_path / "m.onnx"
+    model.write_bytes(lookup_model(3))
+    argv = ["check", "--server", s.address, "--dataset", "pets", "--model", str(model), "--policy", "default"]
+    code = main([*argv, "--format", "json", "--predictions-out", str(tmp_path / "p.txt")])
+    verdict = json.loads(capsys.readouterr().out)
+    assert code == 2 and verdict["error"]["type"] == "RequestError"
+    assert "unknown format '.txt'" in verdict["error"]["message"]
+    with s.client() as c:  # nothing reached the server: no model stored, no evaluation recorded
+        assert c.list_verdicts() == []
+    assert not any((s.root / "data" / "models").glob("*.onnx"))

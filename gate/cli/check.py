@@ -113,6 +113,10 @@ def policy_file(args: argparse.Namespace) -> Path | None:
 
 def _evaluate_remotely(args: argparse.Namespace, progress: Progress) -> tuple[Verdict, str | None]:
     """Upload the model (and the champion), evaluate, and return the verdict and its attestation."""
+    if args.predictions_out is not None:  # refused before the server spends an evaluation on it
+        from gate.predictions import check_predictions_path
+
+        check_predictions_path(args.predictions_out)
     local_policy = policy_file(args)
     labels = parse_labels(args.label)
     data = args.model.read_bytes()
