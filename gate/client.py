@@ -22,6 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gate._proto.gate.v1 import gate_pb2 as pb
 from gate._proto.gate.v1 import gate_pb2_grpc as pb_grpc
+from gate.atomic import atomic_write
 from gate.config import DEFAULT_MAX_MESSAGE_BYTES, REPLY_SIZE_FACTOR
 from gate.errors import GateError, RequestError
 from gate.wire import labels_to_pb
@@ -246,6 +247,29 @@ class GateClient:
         if result is None:
             raise GateClientError("UNKNOWN", "the evaluation stream ended without a verdict")
         return result
+
+    @_rpc
+    def save_predictions(self, evaluation_id: str, path: str | os.PathLike[str]) -> Path:
+        """Fetch a finished evaluation's predictions table and write it to ``path`` (its
+        suffix, ``.csv`` or ``.parquet``, picks the format), whole or not at all; the
+        file is checked against the size and SHA-256 the server declares."""
+        target = Path(path)
+        file_format = target.suffix.lower().removeprefix(".")
+        if file_format not in ("csv", "parquet"):
+            raise RequestError(
+                f"predictions file {target}: unknown format '{target.suffix or '(no suffix)'}'; use .csv or .parquet"
+            )
+        request = pb.GetPredictionsRequest(evaluation_id=evaluation_id, format=file_format)
+        size, declared, pieces = -1, "", []
+        for chunk in self._stub.GetPredictions(request, timeout=self.timeout, metadata=self._metadata):
+            size = chunk.total_size if size < 0 else size
+            declared = chunk.sha256 or declared
+            pieces.append(chunk.data)
+        data = b"".join(pieces)
+        if len(data) != size or hashlib.sha256(data).hexdigest() != declared:
+            raise GateClientError("DATA_LOSS", f"the predictions of evaluation {evaluation_id} arrived damaged")
+        atomic_write(target, data, fsync=True, mode=0o644)
+        return target
 
     @_rpc
     def get_verdict(self, evaluation_id: str) -> pb.EvaluationRecord:

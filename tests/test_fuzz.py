@@ -27,6 +27,7 @@ import operator
 import os
 import re
 import string
+import unicodedata
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -490,8 +491,11 @@ VALID_RULES: dict[str, Any] = {
     "confusion": _confusion_rule,
 }
 
-# class names: any printable text (YAML keys and values, quoted as needed by the dumper)
-_class_name = st.text(st.characters(categories=["L", "N", "P", "S", "Zs"]), min_size=1, max_size=6)
+# class names: any printable text (YAML keys and values, quoted as needed by the dumper), in
+# NFC as every dataset's class names are (gate.datasets normalises them when it loads a set)
+_class_name = st.text(st.characters(categories=["L", "N", "P", "S", "Zs"]), min_size=1, max_size=6).map(
+    lambda name: unicodedata.normalize("NFC", name)
+)
 
 
 @st.composite

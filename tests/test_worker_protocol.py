@@ -10,13 +10,14 @@ import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from gate._proto.gate.v1 import gate_pb2 as pb
 from gate.server.workers import Done, Failed, LoadJob, ModelFile, Progress
 from tests import model_hashes
 from tests.conftest import ROOT, Served
-from tests.models import slow_lookup_model
+from tests.models import linear_softmax_model, lookup_model, slow_lookup_model
 
 
 @pytest.fixture
@@ -36,7 +37,7 @@ def hash_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callab
     model_hashes.uninstall()
 
 
-def test_models_go_to_workers_by_path_and_only_workers_hash_them_for_an_evaluation(
+def test_models_go_to_workers_by_path_and_are_hashed_once_per_evaluation(
     serve: Callable[..., Served], hash_log: Callable[[str], Path]
 ) -> None:
     model = slow_lookup_model(3)  # over 4 MiB
@@ -55,7 +56,8 @@ def test_models_go_to_workers_by_path_and_only_workers_hash_them_for_an_evaluati
     assert sorted(module for _, module in uploaded) == ["gate.client", "gate.store.models"]
     evaluating = model_hashes.counted(log)[len(uploaded) :]
     assert [pid for pid, _ in evaluating if pid == me] == [], "the server hashed the model for an evaluation"
-    assert evaluating, "no worker hashed the model: nothing verified it"
+    assert len(evaluating) == 2, f"hashes of the model for two evaluations: {evaluating}"
+    assert {module for _, module in evaluating} == {"gate.engines.base"}  # where evaluate reads a model
     # two evaluations, each a LoadJob and an EvaluateJob: a few kilobytes, not the model's 4 MiB
     assert 0 < s.server.pool.bytes_sent < len(model) // 100
 
@@ -73,3 +75,24 @@ def test_the_protocol_messages_are_frozen_values() -> None:
             message.__setattr__(next(iter(message.__dataclass_fields__)), None)
     assert Failed("ModelError", "cannot load").error().kind == "ModelError"
     assert Failed("NoSuchKind", "what").error().kind == "InternalError"
+
+
+def test_a_stored_model_changed_on_disk_is_refused_and_its_session_forgotten(serve: Callable[..., Served]) -> None:
+    """The worker loads the file it is given and the evaluation hashes those very bytes:
+    another model put in the stored file's place is refused (ERROR), and the session the
+    worker built from it is not reused once the right file is back."""
+    s = serve(max_concurrent_evaluations=1)  # one worker: the one that built the session
+    good = lookup_model(3)
+    always_cat = linear_softmax_model(
+        np.zeros((1, 3), np.float32), np.array([1.0, 0.0, 0.0], np.float32), input_shape=["N", 1]
+    )
+    with s.client() as c:
+        sha = c.upload_model(good).sha256
+        stored = s.root / "data" / "models" / f"{sha}.onnx"
+        stored.write_bytes(always_cat)
+        swapped = c.evaluate(sha, "pets", policy_name="default").document
+        assert swapped["verdict"] == "ERROR" and swapped["error"]["type"] == "ModelError"
+        assert "changed or damaged on disk" in swapped["error"]["message"]
+        stored.write_bytes(good)
+        restored = c.evaluate(sha, "pets", policy_name="default").document
+    assert restored["verdict"] == "PASS" and restored["model"]["sha256"] == sha

@@ -51,6 +51,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="FILE",
         help="write the server's signed attestation of the verdict there (for `gate verify` in a deploy step)",
     )
+    ck.add_argument(
+        "--predictions-out",
+        type=Path,
+        metavar="FILE",
+        help="write the per-sample predictions table there (.csv or .parquet, as `gate eval` does) on PASS or FAIL",
+    )
     add_report_options(ck)
     add_client_options(ck)
     ck.set_defaults(run=run_check)
@@ -107,6 +113,10 @@ def policy_file(args: argparse.Namespace) -> Path | None:
 
 def _evaluate_remotely(args: argparse.Namespace, progress: Progress) -> tuple[Verdict, str | None]:
     """Upload the model (and the champion), evaluate, and return the verdict and its attestation."""
+    if args.predictions_out is not None:  # refused before the server spends an evaluation on it
+        from gate.predictions import check_predictions_path
+
+        check_predictions_path(args.predictions_out)
     local_policy = policy_file(args)
     labels = parse_labels(args.label)
     data = args.model.read_bytes()
@@ -129,6 +139,8 @@ def _evaluate_remotely(args: argparse.Namespace, progress: Progress) -> tuple[Ve
             baseline_sha256=hashlib.sha256(champion).hexdigest() if champion is not None else "",
             fingerprint=prints,
         )
+        if args.predictions_out is not None and evaluation.document["verdict"] in ("PASS", "FAIL"):
+            client.save_predictions(evaluation.evaluation_id, args.predictions_out)
     return Verdict.from_dict(evaluation.document), evaluation.attestation
 
 

@@ -42,6 +42,7 @@ METHOD_ROLES: dict[str, Role] = {
     SERVICE_PREFIX + "ListDatasets": "submit",
     SERVICE_PREFIX + "ListPolicies": "submit",
     SERVICE_PREFIX + "ValidatePolicy": "submit",
+    SERVICE_PREFIX + "GetPredictions": "submit",
     SERVICE_PREFIX + "Reload": "admin",
 }
 

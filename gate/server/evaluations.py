@@ -22,21 +22,33 @@ import contextlib
 import dataclasses
 import datetime as dt
 import logging
+import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gate.attest import render_attestation, sign_verdict
+from gate.cache import Caches, ResultCache, stored_predictions
 from gate.config import ServerConfig
-from gate.errors import CancelledError, EvaluationTimeoutError, GateError, InternalError, ProviderError, RequestError
+from gate.errors import (
+    CancelledError,
+    EvaluationTimeoutError,
+    GateError,
+    InternalError,
+    NotFoundError,
+    ProviderError,
+    RequestError,
+)
 from gate.evaluation import check_evidence
 from gate.inference import cuda_runs
 from gate.policy import Policy, parse_policy
+from gate.predictions import write_predictions
 from gate.providers import Provider
 from gate.registry import Registry
 from gate.server.admission import Admission
@@ -64,6 +76,8 @@ PROGRESS_INTERVAL_S = 0.1  # at most ten progress events a second, plus the last
 RECORD_RETRY_DELAYS_S = (0.05, 0.25, 1.0)
 #: How often evaluations the audit log refused altogether are offered to it again.
 UNRECORDED_RETRY_S = 1.0
+#: The files a finished evaluation's predictions table can be fetched as.
+PREDICTION_FORMATS = ("csv", "parquet")
 
 
 @dataclass(frozen=True)
@@ -150,6 +164,7 @@ class EvaluationService:
         self._unrecorded: list[Verdict] = []
         self._unrecorded_lock = threading.Lock()
         self._retrier: threading.Thread | None = None
+        self._results = Caches(results=ResultCache(config.cache_dir / "results"))  # what the workers left there
 
     # -- one evaluation --------------------------------------------------------------------
 
@@ -304,6 +319,36 @@ class EvaluationService:
         if self.signing_key is not None:  # PASS, FAIL and ERROR alike; `gate verify` accepts only PASS
             attestation = render_attestation(sign_verdict(verdict, self.signing_key))
         return Finished(verdict, attestation)
+
+    # -- predictions -----------------------------------------------------------------------
+
+    def predictions_file(self, evaluation_id: str, file_format: str = "csv") -> bytes:
+        """The predictions table of a finished evaluation, as the file (``csv`` or
+        ``parquet``) that ``gate eval --predictions-out`` writes for the same inputs. Like
+        it, only an evaluation that judged (PASS or FAIL) has one; the table is the one
+        the evaluation left in the results cache."""
+        if file_format not in PREDICTION_FORMATS:
+            raise RequestError(
+                f"format={file_format!r} is not valid; it should be one of {', '.join(PREDICTION_FORMATS)}"
+            )
+        record = self.store.get(evaluation_id)
+        if record is None:
+            raise NotFoundError(f"no evaluation with id {evaluation_id!r}")
+        verdict = record.verdict or {}
+        if verdict.get("verdict") not in (Decision.PASS.value, Decision.FAIL.value):
+            ended = "has not ended" if record.state == "running" else f"ended {verdict.get('verdict')}"
+            raise NotFoundError(f"evaluation {evaluation_id} has no predictions: it {ended}")
+        table = stored_predictions(
+            self._results, verdict["model"]["sha256"], verdict["dataset"]["sha256"], verdict["runtime"]["provider"]
+        )
+        if table is None:
+            raise NotFoundError(
+                f"the predictions of evaluation {evaluation_id} are no longer kept on this server; evaluate again"
+            )
+        with tempfile.TemporaryDirectory(prefix="gate-predictions-") as tmp:
+            path = Path(tmp) / f"predictions.{file_format}"
+            write_predictions(table, path)
+            return path.read_bytes()
 
     # -- the record ------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ interceptor turns them into status codes.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 from collections.abc import Iterator
@@ -32,6 +33,9 @@ from gate.store import MAX_LIST_LIMIT, AuditLog
 from gate.store.models import SHA256_RE, ModelStore
 
 log = logging.getLogger(__name__)
+
+#: Pieces of a predictions file sent at once: far below any message limit.
+PREDICTIONS_CHUNK_BYTES = 1 << 20
 
 
 class GateServicer(pb_grpc.GateServiceServicer):  # type: ignore[misc,unused-ignore]
@@ -128,6 +132,15 @@ class GateServicer(pb_grpc.GateServiceServicer):  # type: ignore[misc,unused-ign
         registry = self._ready()
         for event in self.evaluations.evaluate(_evaluation_request(request), registry, is_active=context.is_active):
             yield _event_message(event)
+
+    def GetPredictions(
+        self, request: pb.GetPredictionsRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.PredictionsChunk]:
+        data = self.evaluations.predictions_file(request.evaluation_id, request.format or "csv")
+        yield pb.PredictionsChunk(total_size=len(data), data=data[:PREDICTIONS_CHUNK_BYTES])
+        for start in range(PREDICTIONS_CHUNK_BYTES, len(data), PREDICTIONS_CHUNK_BYTES):
+            yield pb.PredictionsChunk(data=data[start : start + PREDICTIONS_CHUNK_BYTES])
+        yield pb.PredictionsChunk(sha256=hashlib.sha256(data).hexdigest())
 
     # -- administration ------------------------------------------------------------
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import hashlib
 import logging
 import multiprocessing as mp
 import os
@@ -36,10 +35,13 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from multiprocessing.reduction import ForkingPickler
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from gate import errors
 from gate.errors import GateError, InternalError, ModelError
+
+if TYPE_CHECKING:
+    from gate.verdict import Verdict
 
 log = logging.getLogger(__name__)
 
@@ -130,21 +132,10 @@ class Failed:
     message: str
 
     def error(self) -> GateError:
-        return error_from(self.kind, self.message)
+        return GateError.from_kind(self.kind, self.message)
 
 
 Reply = Ready | Loaded | Progress | Done | Failed
-
-
-def error_from(kind: str, message: str) -> GateError:
-    """Rebuild a GateError of the named kind (InternalError when the kind is unknown)."""
-    cls = getattr(errors, kind, None)
-    if isinstance(cls, type) and issubclass(cls, GateError) and cls is not GateError:
-        try:
-            return cls(message)
-        except TypeError:
-            pass
-    return InternalError(message)
 
 
 # -- the worker process ---------------------------------------------------------------
@@ -156,21 +147,23 @@ def _die_with_parent() -> None:
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def _read_verified(model: ModelFile, what: str) -> bytes:
-    """The stored model's bytes, read and hashed once here: a file changed or damaged on
-    disk since its upload is refused, never evaluated under the SHA-256 it was stored as."""
+def _read(model: ModelFile) -> bytes:
     try:
-        data = Path(model.path).read_bytes()
+        return Path(model.path).read_bytes()
     except OSError as e:
-        raise ModelError(f"cannot read the stored {what} {model.sha256}: {e.strerror}") from e
-    if hashlib.sha256(data).hexdigest() != model.sha256:
-        raise ModelError(f"the stored {what} {model.sha256} changed or was damaged on disk; upload it again")
-    return data
+        raise ModelError(f"cannot read the stored model {model.sha256}: {e.strerror}") from e
 
 
 class _WorkerState:
     """What a worker keeps between jobs: its caches, the datasets it has loaded, and the
-    model its last LoadJob read (the EvaluateJob that follows uses it, unread again)."""
+    bytes its last LoadJob read, for the EvaluateJob that follows.
+
+    A model is hashed once per evaluation, by :func:`gate.evaluation.evaluate`, over the
+    very bytes the LoadJob loaded. Until then the session the LoadJob cached under the
+    model's SHA-256 is unconfirmed: when the evaluation does not confirm that SHA-256 (a
+    file changed or damaged on disk, or a job that failed before it was hashed), the
+    worker forgets its sessions rather than keep one that may not be that model.
+    """
 
     def __init__(self, settings: WorkerSettings) -> None:
         from gate.cache import Caches
@@ -182,17 +175,27 @@ class _WorkerState:
         self.loaded: tuple[ModelFile, bytes] | None = None
 
     def load(self, job: LoadJob) -> Loaded:
-        data = _read_verified(job.model, "model")
+        data = _read(job.model)
         assert self.caches.sessions is not None
-        self.caches.sessions.get(data, provider=job.provider, source=job.model_name)  # type: ignore[arg-type]
         self.loaded = (job.model, data)
+        self.caches.sessions.get(
+            data,
+            provider=job.provider,  # type: ignore[arg-type]
+            source=job.model_name,
+            sha256=job.model.sha256,
+        )
         return Loaded()
 
-    def model(self, model: ModelFile) -> bytes:
+    def _forget_sessions(self) -> None:
+        from gate.inference import SessionCache
+
+        old = self.caches.sessions
+        if old is not None:
+            self.caches.sessions = SessionCache(old.capacity, threads=old.threads)
+
+    def _model(self, model: ModelFile) -> bytes:
         kept, self.loaded = self.loaded, None
-        if kept is not None and kept[0] == model:
-            return kept[1]
-        return _read_verified(model, "model")
+        return kept[1] if kept is not None and kept[0] == model else _read(model)
 
     def dataset(self, job: EvaluateJob) -> Any:
         from gate.datasets import load_dataset
@@ -209,25 +212,37 @@ class _WorkerState:
         return ds
 
     def evaluate(self, job: EvaluateJob, send: Callable[[Reply], None]) -> Done:
+        confirmed = False
+        try:
+            verdict = self._evaluate(job, send)
+            confirmed = verdict.model.get("sha256") == job.model.sha256
+            return Done(verdict.to_dict())
+        finally:
+            if not confirmed:
+                self._forget_sessions()
+
+    def _evaluate(self, job: EvaluateJob, send: Callable[[Reply], None]) -> Verdict:
         from gate.evaluation import evaluate
         from gate.policy import parse_policy
 
-        verdict = evaluate(
-            self.model(job.model),
+        data = self._model(job.model)
+        return evaluate(
+            data,
             self.dataset(job),
             parse_policy(job.policy_yaml, source=job.policy_source),
             provider=job.provider,  # type: ignore[arg-type]
             batch_size=job.batch_size,
             progress=lambda done, total: send(Progress(done, total)),
             model_name=job.model_name,
+            model_sha256=job.model.sha256,
             caches=self.caches,
-            baseline=None if job.baseline is None else _read_verified(job.baseline, "baseline model"),
+            baseline=None if job.baseline is None else job.baseline.path,
+            baseline_sha256=None if job.baseline is None else job.baseline.sha256,
             baseline_name=job.baseline_name,
             fingerprint=job.fingerprint,
             engine=self.settings.engine,
             ray_address=self.settings.ray_address,
         )
-        return Done(verdict.to_dict())
 
 
 def _answer(state: _WorkerState, job: LoadJob | EvaluateJob, send: Callable[[Reply], None]) -> Reply:

@@ -434,3 +434,21 @@ class ReloadResponse(_message.Message):
     datasets: _containers.RepeatedCompositeFieldContainer[DatasetInfo]
     policies: _containers.RepeatedCompositeFieldContainer[PolicyInfo]
     def __init__(self, datasets: _Optional[_Iterable[_Union[DatasetInfo, _Mapping]]] = ..., policies: _Optional[_Iterable[_Union[PolicyInfo, _Mapping]]] = ...) -> None: ...
+
+class GetPredictionsRequest(_message.Message):
+    __slots__ = ("evaluation_id", "format")
+    EVALUATION_ID_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    evaluation_id: str
+    format: str
+    def __init__(self, evaluation_id: _Optional[str] = ..., format: _Optional[str] = ...) -> None: ...
+
+class PredictionsChunk(_message.Message):
+    __slots__ = ("total_size", "data", "sha256")
+    TOTAL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    total_size: int
+    data: bytes
+    sha256: str
+    def __init__(self, total_size: _Optional[int] = ..., data: _Optional[bytes] = ..., sha256: _Optional[str] = ...) -> None: ...

@@ -74,6 +74,11 @@ class GateServiceStub:
                 request_serializer=gate_dot_v1_dot_gate__pb2.ReloadRequest.SerializeToString,
                 response_deserializer=gate_dot_v1_dot_gate__pb2.ReloadResponse.FromString,
                 _registered_method=True)
+        self.GetPredictions = channel.unary_stream(
+                '/gate.v1.GateService/GetPredictions',
+                request_serializer=gate_dot_v1_dot_gate__pb2.GetPredictionsRequest.SerializeToString,
+                response_deserializer=gate_dot_v1_dot_gate__pb2.PredictionsChunk.FromString,
+                _registered_method=True)
 
 
 class GateServiceServicer:
@@ -143,6 +148,16 @@ class GateServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetPredictions(self, request, context):
+        """The per-sample predictions table of a finished evaluation (`gate check
+        --predictions-out`): the file `gate eval --predictions-out` writes, in `format`,
+        streamed in chunks far smaller than the message limit. NOT_FOUND when the evaluation
+        is unknown, never ran its model, or its table is no longer kept.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GateServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -185,6 +200,11 @@ def add_GateServiceServicer_to_server(servicer, server):
                     servicer.Reload,
                     request_deserializer=gate_dot_v1_dot_gate__pb2.ReloadRequest.FromString,
                     response_serializer=gate_dot_v1_dot_gate__pb2.ReloadResponse.SerializeToString,
+            ),
+            'GetPredictions': grpc.unary_stream_rpc_method_handler(
+                    servicer.GetPredictions,
+                    request_deserializer=gate_dot_v1_dot_gate__pb2.GetPredictionsRequest.FromString,
+                    response_serializer=gate_dot_v1_dot_gate__pb2.PredictionsChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -403,6 +423,33 @@ class GateService:
             '/gate.v1.GateService/Reload',
             gate_dot_v1_dot_gate__pb2.ReloadRequest.SerializeToString,
             gate_dot_v1_dot_gate__pb2.ReloadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPredictions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/gate.v1.GateService/GetPredictions',
+            gate_dot_v1_dot_gate__pb2.GetPredictionsRequest.SerializeToString,
+            gate_dot_v1_dot_gate__pb2.PredictionsChunk.FromString,
             options,
             channel_credentials,
             insecure,
