@@ -10,6 +10,7 @@ quiet meanwhile, and Ray's driver output goes to stderr: stdout belongs to the v
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import sys
@@ -144,6 +145,11 @@ def connected(address: str | None) -> Iterator[str]:
                     _STARTED = False
                     try:
                         _wait_for_executors()
+                        # Object references this evaluation left in reference cycles must go
+                        # while their session lives: collected during the next session (a
+                        # cluster started again, from another thread), their release made
+                        # that session's pipeline fail on objects of unknown owner.
+                        gc.collect()
                         ray.shutdown()  # stops the thread that prints the cluster's errors
                     finally:
                         if _STDOUT is not None:
