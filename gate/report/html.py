@@ -22,19 +22,7 @@ from collections.abc import Callable
 from html import escape
 from typing import TYPE_CHECKING, Any
 
-from gate.report.evidence import (
-    Bin,
-    Comparison,
-    MetricRow,
-    TrainingSample,
-    calibration_bins,
-    comparison,
-    leakage,
-    leakage_more,
-    leakage_summary,
-    signed,
-    training_sample,
-)
+from gate.report import evidence
 from gate.report.markdown import (
     HEADLINE,
     Floor,
@@ -244,7 +232,7 @@ def _heatmap(fig: Figure, names: list[str], matrix: list[list[int]]) -> None:
 
 
 def _reliability(
-    fig: Figure, bins: list[Bin], ece: Any, champion: list[Bin] | None, champion_ece: float | None
+    fig: Figure, bins: list[evidence.Bin], ece: Any, champion: list[evidence.Bin] | None, champion_ece: float | None
 ) -> None:
     """Per-bin accuracy against the diagonal of perfect calibration, the gap to each bin's
     mean confidence shaded, and the samples per bin below; the champion's curve on top."""
@@ -512,20 +500,23 @@ def _failed(failed: Severity | None) -> str:
 
 
 def _metric_table(
-    head: tuple[str, str, str, str], rows: list[MetricRow], changes: list[float | None], worse: list[bool | None]
+    head: tuple[str, str, str, str],
+    rows: list[evidence.MetricRow],
+    changes: list[float | None],
+    worse: list[bool | None],
 ) -> str:
     body = []
     for row, change, bad in zip(rows, changes, worse, strict=True):
         body.append(
             f'<tr><td>{e(row.label)}</td><td class="num">{e(number(row.before))}</td>'
             f'<td class="num">{e(number(row.after))}</td>'
-            f'<td class="{_change_css(change, bad)}">{e(signed(change))}{_failed(row.failed)}</td></tr>'
+            f'<td class="{_change_css(change, bad)}">{e(evidence.signed(change))}{_failed(row.failed)}</td></tr>'
         )
     cells = "".join(f"<th>{e(h)}</th>" for h in head)
     return f"<table><tr>{cells}</tr>{''.join(body)}</table>"
 
 
-def _comparison(c: Comparison) -> list[str]:
+def _comparison(c: evidence.Comparison) -> list[str]:
     sha = f" (sha256 <code>{e(c.sha256[:12])}</code>)" if c.sha256 else ""
     out = [
         "<h2>Champion vs challenger</h2>",
@@ -545,7 +536,7 @@ def _comparison(c: Comparison) -> list[str]:
             rows.append(
                 f'<tr><td><code>{e(k.name)}</code></td><td class="num">{e(number(k.before))}</td>'
                 f'<td class="num">{e(number(k.after))}</td>'
-                f'<td class="{css}">{e(signed(k.change))}{_failed(k.failed)}</td></tr>'
+                f'<td class="{css}">{e(evidence.signed(k.change))}{_failed(k.failed)}</td></tr>'
             )
         m = c.class_metric
         head = "".join(f"<th>{e(h)}</th>" for h in ("class", f"champion {m}", f"challenger {m}", "change"))
@@ -567,7 +558,7 @@ def _comparison(c: Comparison) -> list[str]:
     return out
 
 
-def _training(t: TrainingSample) -> list[str]:
+def _training(t: evidence.TrainingSample) -> list[str]:
     parts = [f"<strong>{e(t.name)}</strong>" if t.name else "the training sample"]
     if t.samples is not None:
         parts.append(f"{e(t.samples)} samples")
@@ -586,7 +577,7 @@ def _training(t: TrainingSample) -> list[str]:
 def _leaks(v: Verdict) -> list[str]:
     out = []
     for r in by_urgency(v.rules):
-        found = leakage(r)
+        found = evidence.leakage(r)
         if found is None or (not found.examples and not found.matches):
             continue
         shown = min(len(found.examples), MAX_HTML_LEAK_EXAMPLES)
@@ -597,12 +588,12 @@ def _leaks(v: Verdict) -> list[str]:
         )
         out += [
             f"<h2>Near-duplicates found by <code>{e(r.id)}</code></h2>",
-            f'<p class="reading">{e(leakage_summary(found, shown))}</p>',
+            f'<p class="reading">{e(evidence.leakage_summary(found, shown))}</p>',
         ]
         if rows:
             head = "<tr><th>held-out sample</th><th>training image</th><th>Hamming distance</th></tr>"
             out.append(f"<table>{head}{rows}</table>")
-        more = leakage_more(found, shown)
+        more = evidence.leakage_more(found, shown)
         if more:
             out.append(f'<div class="more">{e(more)}</div>')
         if found.fingerprint_sha256:
@@ -610,8 +601,8 @@ def _leaks(v: Verdict) -> list[str]:
     return out
 
 
-def _calibration(m: dict[str, Any], compared: Comparison | None) -> list[str]:
-    bins = calibration_bins(m)
+def _calibration(m: dict[str, Any], compared: evidence.Comparison | None) -> list[str]:
+    bins = evidence.calibration_bins(m)
     if bins is None:
         return []
     champion_bins = compared.champion_bins if compared is not None else None
@@ -640,10 +631,10 @@ def render_html(verdict: Verdict) -> str:
         body += _metrics(v.metrics)
     if v.rules:
         body += _rules(v) + _leaks(v)
-    compared = comparison(v)
+    compared = evidence.comparison(v)
     if compared is not None:
         body += _comparison(compared)
-    train = training_sample(v)
+    train = evidence.training_sample(v)
     if train is not None:
         body += _training(train)
     if v.metrics and v.metrics.get("per_class"):
