@@ -53,6 +53,12 @@ MAX_LIST_LIMIT = 10_000
 #: long enough for a sibling to finish closing that replica's evaluations.
 CLAIM_TIMEOUT_S = 10.0
 
+# Columns of the ``results`` table written alike in both SQL dialects (each back end's
+# migration puts them between its own typed columns).
+RESULT_DECISION_COLUMN = "decision TEXT NOT NULL CHECK (decision IN ('PASS', 'FAIL', 'ERROR'))"
+RESULT_RUNTIME_COLUMNS = "dataset_sha256 TEXT, policy_sha256 TEXT, provider TEXT, onnxruntime TEXT"
+RESULT_DOCUMENT_COLUMNS = "rules_json TEXT NOT NULL, metrics_json TEXT, error_json TEXT, verdict_json TEXT NOT NULL"
+
 DECISIONS = tuple(d.value for d in Decision)
 
 _REPLICA_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")

@@ -41,6 +41,9 @@ from psycopg.rows import dict_row
 from gate.errors import InternalError
 from gate.store.base import (
     CLAIM_TIMEOUT_S,
+    RESULT_DECISION_COLUMN,
+    RESULT_DOCUMENT_COLUMNS,
+    RESULT_RUNTIME_COLUMNS,
     SCHEMA_VERSION,
     Row,
     Session,
@@ -85,21 +88,15 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             seq                BIGINT GENERATED ALWAYS AS IDENTITY UNIQUE
         )
         """,
-        """
+        f"""
         CREATE TABLE results (
             evaluation_id  TEXT PRIMARY KEY REFERENCES evaluations (evaluation_id),
             finished_at    TEXT COLLATE "C" NOT NULL,
-            decision       TEXT NOT NULL CHECK (decision IN ('PASS', 'FAIL', 'ERROR')),
+            {RESULT_DECISION_COLUMN},
             interrupted    SMALLINT NOT NULL CHECK (interrupted IN (0, 1)),
-            dataset_sha256 TEXT,
-            policy_sha256  TEXT,
-            provider       TEXT,
-            onnxruntime    TEXT,
+            {RESULT_RUNTIME_COLUMNS},
             duration_s     DOUBLE PRECISION,
-            rules_json     TEXT NOT NULL,
-            metrics_json   TEXT,
-            error_json     TEXT,
-            verdict_json   TEXT NOT NULL,
+            {RESULT_DOCUMENT_COLUMNS},
             -- Fail closed even against a writer that bypasses the store: a PASS has metrics,
             -- no error, and was not cut short; an interrupted evaluation is an ERROR.
             CONSTRAINT results_pass_is_complete

@@ -54,21 +54,15 @@ _V1_TABLES = (
         requested_provider TEXT NOT NULL
     )
     """,
-    """
+    f"""
     CREATE TABLE results (
         evaluation_id  TEXT PRIMARY KEY REFERENCES evaluations (evaluation_id),
         finished_at    TEXT NOT NULL,
-        decision       TEXT NOT NULL CHECK (decision IN ('PASS', 'FAIL', 'ERROR')),
+        {base.RESULT_DECISION_COLUMN},
         interrupted    INTEGER NOT NULL CHECK (interrupted IN (0, 1)),
-        dataset_sha256 TEXT,
-        policy_sha256  TEXT,
-        provider       TEXT,
-        onnxruntime    TEXT,
+        {base.RESULT_RUNTIME_COLUMNS},
         duration_s     REAL,
-        rules_json     TEXT NOT NULL,
-        metrics_json   TEXT,
-        error_json     TEXT,
-        verdict_json   TEXT NOT NULL,
+        {base.RESULT_DOCUMENT_COLUMNS},
         -- Fail closed even against a writer that bypasses the store: a PASS has metrics,
         -- no error, and was not cut short; an interrupted evaluation is an ERROR.
         CHECK (decision <> 'PASS' OR (metrics_json IS NOT NULL AND error_json IS NULL AND interrupted = 0)),
