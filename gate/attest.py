@@ -60,7 +60,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,6 +69,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from gate.atomic import atomic_write
 from gate.errors import RequestError
 from gate.verdict import Verdict
 
@@ -138,37 +138,16 @@ def load_signing_key(path: str | os.PathLike[str]) -> Ed25519PrivateKey:
 def _write_new(path: Path, data: bytes) -> bool:
     """Write ``data`` to ``path`` (mode 0600) unless it exists; all or nothing. False when
     another writer got there first."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)  # mode 0600
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            os.link(tmp, path)  # atomic, and never replaces an existing key
-        except FileExistsError:
-            return False
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+        atomic_write(path, data, fsync=True, mode=0o600, replace=False)  # never replaces an existing key
+    except FileExistsError:
+        return False
     return True
 
 
 def write_public_key(private_key: Ed25519PrivateKey, path: Path) -> None:
     """Write the public key of ``private_key`` to ``path`` as PEM, atomically (mode 0644)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="ascii") as f:
-            f.write(public_key_pem(private_key.public_key()))
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, public_key_pem(private_key.public_key()), fsync=True, mode=0o644)
 
 
 def create_signing_key(path: str | os.PathLike[str]) -> Ed25519PrivateKey:

@@ -5,7 +5,7 @@ really runs, else CPU). onnxruntime-gpu lists the CUDA provider as available eve
 its libraries cannot load, so the provider that actually ran is read back from the
 session (``session.get_providers()``) and reported, never assumed.
 
-The model contract (DESIGN.md): one input; one output of shape (N, K) holding logits or
+The model contract (README.md, "Model contract"): one input; one output of shape (N, K) holding logits or
 probabilities; K equal to the number of classes; class names in the model metadata
 ``classes`` (a JSON list), when present, equal to the dataset's. Anything else, and any
 NaN or Inf in the output, is a ModelError.

@@ -178,6 +178,8 @@ def test_stalled_uploads_leave_health_and_reads_responsive(serve: Callable[..., 
         grpc.insecure_channel(served.address) as probe,
     ):
         sha = client.upload_model(lookup_model(3), filename="good.onnx").sha256
+        # the probe connects before the burst: the 1 s deadlines below time the calls, not a handshake
+        assert _health(probe, timeout=30) == health_pb2.HealthCheckResponse.SERVING
         upload = pb_grpc.GateServiceStub(attacker).UploadModel  # type: ignore[no-untyped-call]
         calls = [upload.future(_stalling(release), timeout=120) for _ in range(stalled)]
         try:

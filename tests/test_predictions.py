@@ -257,3 +257,34 @@ def test_a_model_that_changed_on_disk_is_refused(tmp_path: Path) -> None:
     assert f"model file {model} changed or damaged on disk" in v.error["message"] and expected in v.error["message"]
     champion = evaluate(lookup_model(3), data, LOOSE, provider="cpu", baseline=model, baseline_sha256=expected)
     assert champion.error is not None and f"baseline model file {model} changed or damaged" in champion.error["message"]
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_polars_and_duckdb_read_the_file_without_gate(
+    digits: demo.DemoFiles, tmp_path: Path, capsys: pytest.CaptureFixture[str], suffix: str
+) -> None:
+    """The two other readers the column contract names: each recomputes the verdict's
+    confusion matrix from the file on its own."""
+    polars = pytest.importorskip("polars")
+    duckdb = pytest.importorskip("duckdb")
+    path = tmp_path / f"p{suffix}"
+    argv = ["--model", str(digits.bad_model), "--dataset", str(digits.heldout_spec), "--policy", str(DEFAULT_POLICY)]
+    code, verdict = _gate_eval(capsys, *argv, "--predictions-out", str(path))
+    assert code == 1
+    classes = verdict["dataset"]["classes"]
+    expected = verdict["metrics"]["confusion_matrix"]
+
+    frame = polars.read_parquet(path) if suffix == ".parquet" else polars.read_csv(path)
+    assert frame.columns[:5] == ["sample_id", "label", "predicted", "confidence", "top_k"]
+    counts = frame.group_by(["label", "predicted"]).len()
+    from_polars = [[0] * len(classes) for _ in classes]
+    for label, predicted, n in counts.iter_rows():
+        from_polars[classes.index(label)][classes.index(predicted)] = n
+    assert from_polars == expected
+
+    reader = "read_parquet" if suffix == ".parquet" else "read_csv_auto"
+    rows = duckdb.sql(f"SELECT label, predicted, count(*) FROM {reader}('{path}') GROUP BY ALL").fetchall()
+    from_duckdb = [[0] * len(classes) for _ in classes]
+    for label, predicted, n in rows:
+        from_duckdb[classes.index(label)][classes.index(predicted)] = n
+    assert from_duckdb == expected

@@ -11,13 +11,13 @@ taken at load time, so the hash always describes the data that was evaluated.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import functools
 import hashlib
 import itertools
 import json
 import os
-import tempfile
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -27,6 +27,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from gate.atomic import atomic_write
 from gate.datasets import images, repeats
 from gate.datasets.sources import (
     MANIFEST_SUFFIXES,
@@ -513,14 +514,8 @@ class _DigestCache:
     def save(self) -> None:
         if self.path is None or self._new == self._old:
             return
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".digests-", dir=self.path.parent)
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump({"scheme": _HASH_SCHEME, "files": self._new}, f)
-            os.replace(tmp, self.path)
-        except OSError:
-            pass  # a cache that cannot be written only costs time next load
+        with contextlib.suppress(OSError):  # a cache that cannot be written only costs time next load
+            atomic_write(self.path, json.dumps({"scheme": _HASH_SCHEME, "files": self._new}), fsync=False)
 
 
 def _size_mismatch(

@@ -35,9 +35,20 @@ def cast_for_model(batch: npt.NDArray[Any], dtype: Any) -> npt.NDArray[Any]:
         _check_integers(source, target)
     with np.errstate(over="ignore", invalid="ignore"):  # overflow is looked for below
         converted = np.ascontiguousarray(source, dtype=target)
-    if target.kind == "f" and (source.dtype.kind in "iu" or target.itemsize < source.dtype.itemsize):
+    if target.kind == "f" and _may_overflow(source.dtype, target):
         _check_no_overflow(source, converted, target)
     return converted
+
+
+def _may_overflow(source: np.dtype[Any], target: np.dtype[Any]) -> bool:
+    """Whether a finite value of ``source`` can become infinite as ``target`` (a float type):
+    never for 8-bit pixels into float32, the common case, which is then not scanned again."""
+    largest = float(np.finfo(target).max)
+    if source.kind in "iu":
+        return float(np.iinfo(source).max) > largest or float(np.iinfo(source).min) < -largest
+    if source.kind == "f":
+        return float(np.finfo(source).max) > largest
+    return True
 
 
 def _check_integers(source: npt.NDArray[Any], target: np.dtype[Any]) -> None:
