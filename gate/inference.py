@@ -583,9 +583,7 @@ def predict(
     On CUDA, ``io_binding`` stages inputs on the device a batch ahead (see
     :func:`_run_bound`); elsewhere, and with ``io_binding=False``, plain ``run``.
     """
-    k = min(TOP_K, n_classes)
-    top_classes = np.empty((total, k), dtype=np.int64)
-    top_scores = np.empty((total, k), dtype=np.float32)
+    ranked = _RankedRows(total, min(TOP_K, n_classes))
     done = 0
     runner = _run_bound if io_binding and model.provider == CUDA else _run_plain
     for y in runner(model, _chunks(model, batches)):
@@ -593,18 +591,50 @@ def predict(
         _check_output(model, y, n_classes, done, sample_ids)
         if done + n > total:
             raise ModelError(f"the dataset yielded more than its {total} samples")
-        top_classes[done : done + n], top_scores[done : done + n] = top_k(y, k)
+        ranked.add(y)
         done += n
         if progress is not None:
             progress(done, total)
     if done != total:
         raise ModelError(f"inference covered {done} of {total} samples")
+    ranked.flush()
     return Predictions(
-        labels=top_classes[:, 0].copy(),
-        confidence=top_scores[:, 0].copy(),
-        top_classes=top_classes,
-        top_scores=top_scores,
+        labels=ranked.classes[:, 0].copy(),
+        confidence=ranked.scores[:, 0].copy(),
+        top_classes=ranked.classes,
+        top_scores=ranked.scores,
     )
+
+
+class _RankedRows:
+    """The top classes and probabilities of every output row, ranked a block of batches at
+    a time: ranking is row by row, so the result does not depend on the blocks, and for
+    small batches the fixed cost of each ranking call would otherwise be a measurable part
+    of the evaluation (about 2 % of a small CNN's, in 32-sample batches)."""
+
+    BLOCK_BYTES = 1 << 24  # of float64 scores ranked at once
+
+    def __init__(self, total: int, k: int) -> None:
+        self.k = k
+        self.classes = np.empty((total, k), dtype=np.int64)
+        self.scores = np.empty((total, k), dtype=np.float32)
+        self._pending: list[npt.NDArray[Any]] = []
+        self._rows = 0
+        self._start = 0
+
+    def add(self, y: npt.NDArray[Any]) -> None:
+        self._pending.append(y)
+        self._rows += len(y)
+        if self._rows * y.shape[1] * 8 >= self.BLOCK_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        block = self._pending[0] if len(self._pending) == 1 else np.concatenate(self._pending)
+        end = self._start + len(block)
+        self.classes[self._start : end], self.scores[self._start : end] = top_k(block, self.k)
+        self._pending, self._rows, self._start = [], 0, end
 
 
 def _check_output(
