@@ -36,10 +36,10 @@ from gate._proto.gate.v1 import gate_pb2 as pb
 from gate._proto.gate.v1 import gate_pb2_grpc as pb_grpc
 from gate.cli import main
 from gate.client import GateClient, GateClientError
-from gate.server.auth import token_sha256
 from gate.server.interceptors import MAX_STATUS_MESSAGE_BYTES
 from gate.server.limits import MAX_LABEL_VALUE_CHARS, MAX_LABELS, MAX_LABELS_BYTES
 from gate.server.pages import MAX_PAGE_BYTES
+from gate.tokens import token_sha256
 from gate.verdict import Decision, Verdict
 from tests.conftest import ROOT, Served, write_pets
 from tests.models import lookup_model

@@ -4,11 +4,11 @@ only their SHA-256."""
 from __future__ import annotations
 
 import argparse
-import hashlib
 import secrets
 import sys
 
 from gate.cli.exit_codes import EXIT_ERROR
+from gate.tokens import token_sha256
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -18,16 +18,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "new", help="print a fresh random token and its SHA-256 (the configuration takes the hash)"
     ).set_defaults(run=run)
     tok_sub.add_parser("hash", help="read a token on stdin and print its SHA-256").set_defaults(run=run)
-
-
-def token_sha256(token: str) -> str:
-    """The hex SHA-256 of a token's text, as the server's configuration stores it.
-
-    Spelled out here rather than imported from ``gate.server.auth``: importing the server
-    package loads gRPC and ONNX Runtime, which a command that only hashes must not need.
-    A test keeps the two equal.
-    """
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
 def run(args: argparse.Namespace) -> int:

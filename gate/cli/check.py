@@ -4,7 +4,6 @@ it on a registered held-out set, the remote ``gate eval``) and ``gate health``."
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 from pathlib import Path
 from typing import Any
@@ -124,11 +123,11 @@ def _evaluate_remotely(args: argparse.Namespace, progress: Progress) -> tuple[Ve
     prints = args.fingerprint.read_bytes() if args.fingerprint is not None else b""
     policy_yaml = local_policy.read_text(encoding="utf-8") if local_policy is not None else None
     with open_client(args, args.server, args.timeout) as client:
-        client.upload_model(data, filename=args.model.name)
-        if champion is not None:
-            client.upload_model(champion, filename=args.baseline.name)
+        # the client hashes each model once, as it streams it, and checks the server's reference
+        model_ref = client.upload_model(data, filename=args.model.name)
+        champion_sha = client.upload_model(champion, filename=args.baseline.name).sha256 if champion is not None else ""
         evaluation = client.evaluate(
-            hashlib.sha256(data).hexdigest(),
+            model_ref.sha256,
             args.dataset,
             policy_name=None if policy_yaml is not None else args.policy,
             policy_yaml=policy_yaml,
@@ -136,7 +135,7 @@ def _evaluate_remotely(args: argparse.Namespace, progress: Progress) -> tuple[Ve
             provider=args.provider,
             model_name=str(args.model),
             on_progress=progress,
-            baseline_sha256=hashlib.sha256(champion).hexdigest() if champion is not None else "",
+            baseline_sha256=champion_sha,
             fingerprint=prints,
         )
         if args.predictions_out is not None and evaluation.document["verdict"] in ("PASS", "FAIL"):

@@ -18,7 +18,6 @@ With no tokens configured every call is allowed: only for a server on loopback o
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import logging
 from collections.abc import Callable, Iterator, Sequence
@@ -28,6 +27,7 @@ import grpc
 
 from gate._proto.gate.v1 import gate_pb2 as pb
 from gate.config import Role, TokenEntry
+from gate.tokens import token_sha256
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +55,6 @@ OPEN_PREFIXES = (
     "/grpc.reflection.v1alpha.ServerReflection/",
     "/grpc.reflection.v1.ServerReflection/",
 )
-
-
-def token_sha256(token: str) -> str:
-    """The hex SHA-256 of a token's text: what the configuration stores."""
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
 def bearer_token(metadata: Sequence[tuple[str, str | bytes]] | None) -> str | None:
