@@ -185,7 +185,7 @@ def _run(verdict: Verdict, dataset: Dataset | PathLike, policy: Policy | PathLik
     if run.cache:
         verdict.runtime["cache"] = run.cache
     verdict.metrics = run.metrics.to_dict()
-    context = RuleContext(run.metrics)
+    context = RuleContext(run.metrics, table=run.table)
     if inp.baseline is not None:
         champion = _run_baseline(inp, ds, req)
         evidence = _comparison(champion, _baseline_label(inp), run)

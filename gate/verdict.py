@@ -154,6 +154,14 @@ class Verdict:
     baseline: dict[str, Any] | None = None
     # the candidate's metrics on the dataset's training sample, when a rule needed them
     train_sample: dict[str, Any] | None = None
+    # what the evaluation found about the held-out set itself (suspected label errors,
+    # duplicates and conflicts), when the policy or the caller asked for it
+    dataset_audit: dict[str, Any] | None = None
+    # findings that are not rules but that a reader must see (e.g. predictions that look
+    # like a permutation of the classes): each {"kind": ..., "message": ..., ...}
+    diagnostics: list[dict[str, Any]] | None = None
+    # the waivers that applied to this evaluation's rules
+    waivers: list[dict[str, Any]] | None = None
 
     @property
     def exit_code(self) -> int:
@@ -187,6 +195,9 @@ class Verdict:
             labels=d.get("labels") or {},
             baseline=d.get("baseline"),
             train_sample=d.get("train_sample"),
+            dataset_audit=d.get("dataset_audit"),
+            diagnostics=d.get("diagnostics"),
+            waivers=d.get("waivers"),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -211,4 +222,8 @@ class Verdict:
             out["baseline"] = self.baseline
         if self.train_sample is not None:
             out["train_sample"] = self.train_sample
+        for name in ("dataset_audit", "diagnostics", "waivers"):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
         return out

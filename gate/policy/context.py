@@ -9,6 +9,11 @@ it (see :attr:`gate.policy.rules.Rule.needs`):
   (``train_test_gap`` rules);
 * ``fingerprint``: perceptual hashes of the held-out images and of the training
   images (``leakage`` rules).
+
+Every rule may also read the candidate's predictions table (:attr:`RuleContext.table`,
+always set by an evaluation): per-sample labels, predictions, confidences, top-k and
+metadata, from which rules on subgroups, abstention or label quality are computed without
+a second inference pass.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from gate.metrics import ClassificationMetrics
+from gate.predictions import PredictionTable
 from gate.stats import mcnemar_exact, paired_bootstrap
 
 #: What each kind of extra evidence is called in messages, and how a caller provides it.
@@ -80,6 +86,8 @@ class RuleContext:
     baseline: BaselineRun | None = None
     train_sample: TrainSample | None = None
     leakage: LeakageInputs | None = None
+    # the candidate's predictions table; None only when rules are applied to bare metrics
+    table: PredictionTable | None = None
 
     def has(self, need: str) -> bool:
         """Whether the evidence named by ``need`` (a key of NEEDS) is here."""
