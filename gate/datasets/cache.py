@@ -13,7 +13,7 @@ evaluation of a large set keeps only a batch in memory.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -45,9 +45,13 @@ class TensorCache:
     def path_for(self, ds: Dataset) -> Path:
         return self.root / f"{ds.sha256}.{_FORMAT}.npy"
 
-    def batches(self, ds: Dataset, batch_size: int, use: TensorCacheUse) -> Iterator[npt.NDArray[Any]]:
+    def batches(
+        self, ds: Dataset, batch_size: int, use: TensorCacheUse, *, pixels: bool = False
+    ) -> Iterator[npt.NDArray[Any]]:
         """Model-input batches of ``ds``: from the cache when present, else decoded
-        (and cached on the way). Datasets that are already tensors bypass the cache."""
+        (and cached on the way). Datasets that are already tensors bypass the cache.
+        ``pixels``: the 8-bit (B, H, W, C) pixels instead, for a model that normalises
+        them itself (:mod:`gate.preprocess_graph`); an image set only."""
         source = ds.pixel_source
         if source is None:
             use.status = "off"
@@ -56,16 +60,23 @@ class TensorCache:
         path = self.path_for(ds)
         use.path = path
         shape = (len(ds), *source.pixel_shape)
+        finish = _as_pixels if pixels else source.normalise
         offset = _valid_entry(path, shape)
         if offset is not None:
             use.status = "hit"
-            yield from _read(path, offset, shape, batch_size, source.normalise)
+            yield from _read(path, offset, shape, batch_size, finish)
             return
         use.status = "built"
-        yield from self._build(ds, path, shape, batch_size, use)
+        yield from self._build(ds, path, shape, batch_size, use, finish)
 
     def _build(
-        self, ds: Dataset, path: Path, shape: tuple[int, ...], batch_size: int, use: TensorCacheUse
+        self,
+        ds: Dataset,
+        path: Path,
+        shape: tuple[int, ...],
+        batch_size: int,
+        use: TensorCacheUse,
+        finish: Callable[[npt.NDArray[np.uint8]], npt.NDArray[Any]],
     ) -> Iterator[npt.NDArray[Any]]:
         source = ds.pixel_source
         assert source is not None
@@ -78,7 +89,7 @@ class TensorCache:
                 for pixels in source.iter_pixel_batches(batch_size):
                     if writable:
                         writable = _append(f, pixels)
-                    yield source.normalise(pixels)
+                    yield finish(pixels)
                 phase = "commit"
                 if not writable:
                     raise _Incomplete
@@ -91,7 +102,11 @@ class TensorCache:
             log.warning("tensor cache unavailable at %s: %s", self.root, e)
             use.status = "failed"
             if phase == "open":
-                yield from ds.batches(batch_size)
+                yield from map(finish, source.iter_pixel_batches(batch_size))
+
+
+def _as_pixels(pixels: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
+    return pixels
 
 
 class _Incomplete(Exception):
