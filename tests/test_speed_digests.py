@@ -24,7 +24,7 @@ def _npz(path: Path, seed: int = 0) -> Path:
 
 
 def _entry(digests: Path) -> Path:
-    (entry,) = digests.glob("npz-*.json")
+    (entry,) = digests.rglob("npz-*.json")
     return entry
 
 
@@ -54,7 +54,7 @@ def test_changed_content_or_classes_give_their_own_hash(tmp_path: Path) -> None:
     spec.write_text(f"name: s\nsource: {data}\nclasses: [c, b, a]\n")
     reordered = load_dataset(spec, digest_cache=digests)
     assert reordered.sha256 == load_dataset(spec).sha256 != second
-    assert len(list(digests.glob("npz-*.json"))) == 2  # one per (file, classes the spec gives)
+    assert len(list(digests.rglob("npz-*.json"))) == 2  # one per (file, classes the spec gives)
 
 
 @pytest.mark.parametrize("damage", ["{not json", '["a list"]', '{"scheme": "other/v0"}'])
