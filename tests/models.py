@@ -25,9 +25,11 @@ def _model(
     outputs: list[onnx.ValueInfoProto],
     initializers: Sequence[onnx.TensorProto] = (),
     classes: Sequence[str] | None = None,
+    *,
+    opset: int = OPSET,
 ) -> bytes:
     graph = helper.make_graph(nodes, "gate-test", inputs, outputs, list(initializers))
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = IR_VERSION
     if classes is not None:
         helper.set_model_props(model, {"classes": json.dumps(list(classes))})
@@ -216,16 +218,6 @@ def typed_lookup_model(
         helper.make_node("Mul", ["d", "d"], ["d2"]),
         helper.make_node("Neg", ["d2"], ["scores"]),
     ]
-    graph = helper.make_graph(
-        nodes,
-        "gate-test",
-        [helper.make_tensor_value_info(input_name, elem_type, [batch, 1])],
-        [helper.make_tensor_value_info("scores", elem_type, [batch, k])],
-        init,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    model.ir_version = IR_VERSION
-    if classes is not None:
-        helper.set_model_props(model, {"classes": json.dumps(list(classes))})
-    onnx.checker.check_model(model)
-    return model.SerializeToString()
+    inputs = [helper.make_tensor_value_info(input_name, elem_type, [batch, 1])]
+    outputs = [helper.make_tensor_value_info("scores", elem_type, [batch, k])]
+    return _model(nodes, inputs, outputs, init, classes, opset=opset)
