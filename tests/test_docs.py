@@ -20,6 +20,7 @@ import yaml
 
 from gate.cli import build_parser
 from gate.config import ServerConfig
+from gate.datasets.spec import DatasetSpec
 from gate.metrics import ClassificationMetrics
 from gate.policy import apply_policy, parse_policy
 from gate.policy.rules import rule_types
@@ -112,6 +113,24 @@ def test_readme_links_lead_to_pages_that_exist() -> None:
     assert targets
     missing = [t for t in targets if not t.startswith("http") and not (ROOT / t).is_file()]
     assert not missing
+
+
+def _yaml_blocks(page: Path) -> list[dict[str, Any]]:
+    blocks = re.findall(r"^```yaml\n(.*?)^```", page.read_text(encoding="utf-8"), re.M | re.S)
+    loaded = [yaml.safe_load(b) for b in blocks]
+    return [b for b in loaded if isinstance(b, dict)]
+
+
+@pytest.mark.parametrize("page", [README, DOCS / "getting-started.md"], ids=lambda p: p.name)
+def test_the_tour_s_policies_and_dataset_specs_are_valid(page: Path) -> None:
+    blocks = _yaml_blocks(page)
+    policies = [b for b in blocks if "rules" in b]
+    specs = [b for b in blocks if "source" in b]
+    assert policies and specs
+    for policy in policies:
+        parse_policy(yaml.safe_dump(policy))  # PolicyError, listing every problem, when invalid
+    for spec in specs:
+        DatasetSpec.model_validate(spec)
 
 
 # -- the site's navigation --------------------------------------------------------------------
