@@ -294,6 +294,17 @@ def test_every_option_and_subcommand_says_what_it_does_in_help(command: str) -> 
             assert (action.help or "").strip(), f"{command} {action.option_strings or action.dest}: no help"
 
 
+def test_the_cd_recipes_use_only_options_gate_takes() -> None:
+    page = DOCS / "cd-recipes.md"
+    text = page.read_text(encoding="utf-8")
+    known = _registered(COMMANDS["gate check"]) | _registered(COMMANDS["gate verify"])
+    used = set(re.findall(r"(?<![\w-])(--[a-z][a-z-]*)", text))
+    assert used
+    assert sorted(used - known) == []
+    # the recipes written out here (the others are included from deploy/ci/) are YAML that loads
+    assert any(block.get("kind") == "Workflow" for block in _yaml_blocks(page))
+
+
 # -- the verdict ------------------------------------------------------------------------------
 
 
