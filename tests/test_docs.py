@@ -18,12 +18,14 @@ from typing import Any
 import pytest
 import yaml
 
+from gate._proto.gate.v1 import gate_pb2
 from gate.cli import build_parser
 from gate.config import ServerConfig
 from gate.datasets.spec import DatasetSpec
 from gate.metrics import ClassificationMetrics
 from gate.policy import apply_policy, parse_policy
 from gate.policy.rules import rule_types
+from gate.server.auth import METHOD_ROLES, SERVICE_PREFIX
 from gate.verdict import ClassCheck, Decision, RuleResult, Severity, Status, Verdict
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,13 +74,15 @@ def all_sections() -> list[Section]:
 
 def table_rows(body: str) -> list[list[str]]:
     """The rows of the Markdown tables in ``body``, as cells, without header and rule lines."""
-    rows = []
+    rows: list[list[str]] = []
     for line in body.splitlines():
-        if not line.startswith("|") or re.fullmatch(r"\|[\s|:-]+\|", line):
+        if not line.startswith("|"):
             continue
-        cells = [c.strip() for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
-        rows.append(cells)
-    return [r for r in rows if r and r[0] not in ("option", "key", "field", "type", "variable")]
+        if re.fullmatch(r"\|[\s|:-]+\|", line):
+            rows.pop()  # the line above was the table's header
+            continue
+        rows.append([c.strip() for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]])
+    return rows
 
 
 def ticked(cell: str) -> list[str]:
@@ -303,6 +307,23 @@ def test_the_cd_recipes_use_only_options_gate_takes() -> None:
     assert sorted(used - known) == []
     # the recipes written out here (the others are included from deploy/ci/) are YAML that loads
     assert any(block.get("kind") == "Workflow" for block in _yaml_blocks(page))
+
+
+# -- the service ------------------------------------------------------------------------------
+
+
+def test_the_service_page_lists_every_method_with_the_role_it_needs() -> None:
+    rows = table_rows(only_section(DOCS / "service.md", "API").body)
+    documented = {ticked(r[0])[0]: ticked(r[1])[0] for r in rows}
+    elsewhere = "\n".join(p.read_text(encoding="utf-8") for p in pages())
+    for method in gate_pb2.DESCRIPTOR.services_by_name["GateService"].methods_by_name:
+        role = METHOD_ROLES[SERVICE_PREFIX + method]
+        if method in documented:
+            assert documented[method] == role, method
+        else:
+            # a method documented on its own topic's page, with its role
+            assert re.search(rf"^.*`{method}`.*`{role}`.*$", elsewhere, re.M), f"{method} is undocumented"
+    assert sorted(set(documented) - set(gate_pb2.DESCRIPTOR.services_by_name["GateService"].methods_by_name)) == []
 
 
 # -- the verdict ------------------------------------------------------------------------------
