@@ -200,7 +200,7 @@ def test_the_dataset_page_charts_per_class_recall_over_time(
     assert sum("rabbit: 0.000 · no-rabbits.onnx" in t for t in rabbit) == 1
     # where the model changes: good → no-rabbits → no-dogs → good
     assert chromium.evaluate("document.querySelectorAll('svg.chart line.mark').length") == 4
-    shot = ROOT / "docs" / "dashboard.png" if SCREENSHOTS else tmp_path / "chart.png"
+    shot = ROOT / "docs" / "dashboard-recall.png" if SCREENSHOTS else tmp_path / "chart.png"
     chromium.screenshot(shot, selector="figure.recall-chart")
     assert shot.read_bytes().startswith(b"\x89PNG")
 
