@@ -63,18 +63,17 @@ def find_browser() -> str | None:
 
 
 def install() -> None:
-    """Install Debian's Chromium. RuntimeError when that fails."""
+    """Install Debian's Chromium, reading the package lists first when they do not know
+    it (a fresh machine's are often empty). RuntimeError when that fails."""
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    log: list[str] = []
-
-    def run(command: list[str]) -> bool:
-        done = subprocess.run(command, capture_output=True, text=True, env=env, check=False, timeout=900)
-        log.append(f"$ {' '.join(command)}\n{done.stdout}{done.stderr}")
-        return done.returncode == 0
-
-    install_command = ["apt-get", "install", "-y", "--quiet", APT_PACKAGE]
-    if not run(install_command) and not (run(["apt-get", "update", "--quiet"]) and run(install_command)):
-        raise RuntimeError("installing Chromium failed:\n" + "\n".join(log)[-4000:])
+    known = subprocess.run(["apt-cache", "policy", APT_PACKAGE], capture_output=True, text=True, check=False)
+    steps = [["apt-get", "install", "-y", "--quiet", APT_PACKAGE]]
+    if "Candidate:" not in known.stdout or "Candidate: (none)" in known.stdout:
+        steps.insert(0, ["apt-get", "update", "--quiet"])
+    for step in steps:
+        done = subprocess.run(step, capture_output=True, text=True, env=env, check=False, timeout=900)
+        if done.returncode != 0:
+            raise RuntimeError(f"installing Chromium failed: $ {' '.join(step)}\n{(done.stdout + done.stderr)[-4000:]}")
 
 
 def browser_or_skip() -> str:

@@ -17,21 +17,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-import yaml
 
-from gate.client import GateClient
-from gate.config import TokenEntry, load_config
+from gate.config import TokenEntry
 from gate.dashboard import Dashboard
-from gate.server import create_server
 from gate.store import open_store
 from gate.tokens import token_sha256
 from gate.verdict import Decision, Verdict
 from tests import chromium as browsers
 from tests import test_auth
 from tests.chromium import Browser
-from tests.conftest import ROOT, write_pets
 from tests.models import lookup_model
 from tests.test_auth import Pki
+from tests.test_dashboard import evaluate_on_a_server
 
 TOKEN = "corpus-read-token-31f9"
 SCRIPT = "<script>document.title='owned'</script>"
@@ -102,32 +99,15 @@ def _record_with_html_names(store_target: str) -> str:
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Corpus]:
-    root = tmp_path_factory.mktemp("corpus-dashboard")
-    write_pets(root)
-    settings = {
-        "listen": "127.0.0.1:0",
-        "data_dir": "data",
-        "datasets": ["datasets"],
-        "policies": [str(ROOT / "policies")],
-    }
-    (root / "gate.yaml").write_text(yaml.safe_dump(settings))
-    config = load_config(root / "gate.yaml")
-    server, port = create_server(config)
-    try:
-        with GateClient(f"127.0.0.1:{port}", timeout=120) as client:
-            ref = client.upload_model(lookup_model(3))
-            labels = {"git_sha": SCRIPT, "pipeline_id": IMG, "extra": {IMG: SCRIPT}}
-            done = client.evaluate(ref.sha256, "pets", policy_name="default", labels=labels, model_name=IMG)
-    finally:
-        server.stop(grace=None)
+    labels = {"git_sha": SCRIPT, "pipeline_id": IMG, "extra": {IMG: SCRIPT}}
+    config, (evaluation_id,) = evaluate_on_a_server(
+        tmp_path_factory.mktemp("corpus-dashboard"), [(lookup_model(3), IMG, labels)]
+    )
     forged = _record_with_html_names(config.store_target)
     tokens = [TokenEntry(name="corpus", sha256=token_sha256(TOKEN), roles=("read",))]
-    board = Dashboard(config.model_copy(update={"tokens": tokens}), listen="127.0.0.1:0")
-    board.start()
-    try:
-        yield Corpus(board, done.evaluation_id, forged)
-    finally:
-        board.stop()
+    with Dashboard(config.model_copy(update={"tokens": tokens}), listen="127.0.0.1:0") as board:
+        board.start()
+        yield Corpus(board, evaluation_id, forged)
 
 
 def _request(

@@ -12,13 +12,14 @@ import json
 import os
 import re
 import signal
+import socket
 import ssl
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,11 +31,12 @@ from gate.client import GateClient, GateClientError
 from gate.config import ConfigError, ServerConfig, TokenEntry, load_config
 from gate.dashboard import Dashboard
 from gate.server import create_server
+from gate.store import open_store
 from gate.tokens import token_sha256
 from tests import chromium as browsers
 from tests import test_auth
 from tests.chromium import Browser
-from tests.conftest import ROOT, write_pets
+from tests.conftest import ROOT, Served, write_pets
 from tests.models import lookup_model, one_hot_rows, table_model
 from tests.test_auth import Pki
 
@@ -71,9 +73,12 @@ def _models() -> list[tuple[str, bytes, str]]:
     ]
 
 
-@pytest.fixture(scope="module")
-def evaluated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Evaluated]:
-    root = tmp_path_factory.mktemp("dashboard")
+def evaluate_on_a_server(
+    root: Path, runs: Sequence[tuple[bytes, str, dict[str, Any]]]
+) -> tuple[ServerConfig, list[str]]:
+    """Evaluate each (model, name, labels) on ``pets`` with the default policy, in turn, on
+    a real server whose files are under ``root``; its configuration and the evaluation
+    ids. The server is stopped: its audit log stays."""
     write_pets(root)
     settings = {
         "listen": "127.0.0.1:0",
@@ -84,20 +89,25 @@ def evaluated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Evaluated]:
     (root / "gate.yaml").write_text(yaml.safe_dump(settings))
     config = load_config(root / "gate.yaml")
     server, port = create_server(config)
-    ids: dict[str, str] = {}
-    verdicts: dict[str, str] = {}
     try:
         with GateClient(f"127.0.0.1:{port}", timeout=120) as client:
-            for sha, model, name in _models():
-                ref = client.upload_model(model, filename=name)
-                done = client.evaluate(
-                    ref.sha256, "pets", policy_name="default", labels={"git_sha": sha}, model_name=name
-                )
-                ids[sha] = done.evaluation_id
-                verdicts[done.evaluation_id] = done.document["verdict"]
-        yield Evaluated(config, ids, verdicts)
+            return config, [
+                client.evaluate(
+                    client.upload_model(model).sha256, "pets", policy_name="default", labels=labels, model_name=name
+                ).evaluation_id
+                for model, name, labels in runs
+            ]
     finally:
         server.stop(grace=None)
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory: pytest.TempPathFactory) -> Evaluated:
+    runs = [(model, name, {"git_sha": sha}) for sha, model, name in _models()]
+    config, ids = evaluate_on_a_server(tmp_path_factory.mktemp("dashboard"), runs)
+    with open_store(config.store_target) as store:
+        verdicts = {i: (store.get(i) or pytest.fail(f"{i} was not recorded")).decision or "" for i in ids}
+    return Evaluated(config, {sha: i for (sha, _, _), i in zip(_models(), ids, strict=True)}, verdicts)
 
 
 @pytest.fixture
@@ -318,29 +328,17 @@ def test_a_bearer_header_opens_the_pages_in_a_browser(
     assert chromium.evaluate("document.querySelectorAll('svg.chart g.series').length") == 3
 
 
-def test_a_read_token_may_not_use_the_grpc_api(tmp_path: Path) -> None:
-    write_pets(tmp_path)
-    settings = {
-        "listen": "127.0.0.1:0",
-        "data_dir": "data",
-        "datasets": ["datasets"],
-        "policies": [str(ROOT / "policies")],
-        "tokens": TOKENS,
-    }
-    (tmp_path / "gate.yaml").write_text(yaml.safe_dump(settings))
-    server, port = create_server(load_config(tmp_path / "gate.yaml"))
-    try:
-        with (
-            GateClient(f"127.0.0.1:{port}", timeout=30, token=READ_TOKEN) as client,
-            pytest.raises(GateClientError) as refused,
-        ):
-            client.list_verdicts()
-        assert refused.value.code == "PERMISSION_DENIED"
-        assert "token 'wallboard' may not call ListVerdicts: that needs the 'submit' role" in refused.value.details
-        with GateClient(f"127.0.0.1:{port}", timeout=30, token=SUBMIT_TOKEN) as client:
-            assert client.list_verdicts() == []
-    finally:
-        server.stop(grace=None)
+def test_a_read_token_may_not_use_the_grpc_api(serve: Callable[..., Served]) -> None:
+    served = serve(tokens=TOKENS)
+    with (
+        GateClient(served.address, timeout=30, token=READ_TOKEN) as client,
+        pytest.raises(GateClientError) as refused,
+    ):
+        client.list_verdicts()
+    assert refused.value.code == "PERMISSION_DENIED"
+    assert "token 'wallboard' may not call ListVerdicts: that needs the 'submit' role" in refused.value.details
+    with GateClient(served.address, timeout=30, token=SUBMIT_TOKEN) as client:
+        assert client.list_verdicts() == []
 
 
 # -- TLS -------------------------------------------------------------------------------------------
@@ -411,31 +409,34 @@ def test_a_role_that_does_not_exist_is_refused(tmp_path: Path) -> None:
         load_config(f)
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
 def test_gate_serve_starts_the_dashboard_when_http_listen_is_set(tmp_path: Path) -> None:
     write_pets(tmp_path)
     f = tmp_path / "gate.yaml"
     f.write_text(f"data_dir: data\ndatasets: [datasets]\npolicies: [{ROOT / 'policies'}]\n")
-    env = {**os.environ, "GATE_HTTP_LISTEN": "127.0.0.1:0"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gate", "serve", "--config", str(f), "--listen", "127.0.0.1:0"],
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    try:
-        assert proc.stderr is not None
-        url = None
-        deadline = time.monotonic() + 60
-        while url is None and time.monotonic() < deadline:
-            found = re.search(r"dashboard on (http://127\.0\.0\.1:\d+/)", proc.stderr.readline())
-            url = found.group(1) if found else None
-        assert url is not None
-        status, html, _ = fetch(url + "evaluations")
-        assert status == 200 and "No evaluation matches these filters." in html
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        if proc.stderr is not None:
-            proc.stderr.close()
+    url = f"http://127.0.0.1:{_free_port()}/evaluations"
+    env = {**os.environ, "GATE_HTTP_LISTEN": url.split("/")[2]}
+    command = [sys.executable, "-m", "gate", "serve", "--config", str(f), "--listen", "127.0.0.1:0"]
+    with subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL) as proc:
+        try:
+            answer = None
+            for _ in range(600):  # the server starts within a minute
+                try:
+                    answer = fetch(url)
+                    break
+                except (urllib.error.URLError, ConnectionError):
+                    assert proc.poll() is None, "gate serve stopped"
+                    time.sleep(0.1)
+            assert answer is not None and answer[0] == 200
+            assert "No evaluation matches these filters." in answer[1]
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=30) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
