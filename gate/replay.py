@@ -19,6 +19,7 @@ import datetime as dt
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -361,7 +362,7 @@ def replay_store(
 ) -> ReplayReport:
     """Replay ``policy`` over the evaluations an audit log recorded (newest first, at
     most ``limit``, accepted at or after ``since``). ``results`` is the results cache
-    (:class:`gate.cache.ResultCache`) whose predictions tables rules may need."""
+    (:class:`gate.cache.ResultCache`, or its directory) whose predictions tables rules may need."""
     count = limit or DEFAULT_LIMIT
     if count < 1:
         raise RequestError(f"limit={limit} is not valid; it should be >= 1")
@@ -375,9 +376,10 @@ def table_source(results: Any) -> TableSource | None:
         return None
 
     def find(model_sha256: str, dataset_sha256: str, provider: str) -> PredictionTable | None:
-        from gate.cache import results_key
+        from gate.cache import ResultCache, results_key
 
-        table: PredictionTable | None = results.get(results_key(model_sha256, dataset_sha256, provider))
+        cache = ResultCache(results) if isinstance(results, Path) else results
+        table: PredictionTable | None = cache.get(results_key(model_sha256, dataset_sha256, provider))
         return table
 
     return find

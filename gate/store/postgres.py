@@ -73,7 +73,6 @@ $$
 """
 
 
-
 def _append_only_triggers(tables: tuple[str, ...]) -> tuple[str, ...]:
     """The triggers that make ``tables`` append-only; TRUNCATE fires no row trigger, so
     it has its own."""

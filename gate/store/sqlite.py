@@ -78,7 +78,6 @@ _V1_TABLES = (
 )
 
 
-
 def _append_only(tables: tuple[str, ...]) -> tuple[str, ...]:
     """Triggers refusing UPDATE and DELETE on ``tables``: append-only, enforced by the
     database itself so that no other client can edit history."""
