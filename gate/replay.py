@@ -128,9 +128,11 @@ def _calibration(metrics: Mapping[str, Any]) -> Calibration | None:
     bins = (metrics.get("calibration") or {}).get("bins")
     if not isinstance(bins, list) or len(bins) != CALIBRATION_BINS:
         return None
-    counts = np.array([int(b["count"]) for b in bins], dtype=np.int64)
-    correct = np.array([round((b["accuracy"] or 0.0) * b["count"]) for b in bins], dtype=np.int64)
-    conf = np.array([round((b["confidence"] or 0.0) * b["count"] * _FIXED_POINT) for b in bins], dtype=np.int64)
+    # one array for the three columns: this runs once per replayed evaluation
+    rows = np.array([(b["count"], b["accuracy"] or 0.0, b["confidence"] or 0.0) for b in bins], dtype=np.float64)
+    counts = rows[:, 0].astype(np.int64)
+    correct = np.rint(rows[:, 1] * rows[:, 0]).astype(np.int64)
+    conf = np.rint(rows[:, 2] * rows[:, 0] * _FIXED_POINT).astype(np.int64)
     return Calibration(counts, correct, conf)
 
 

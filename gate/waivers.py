@@ -102,23 +102,24 @@ def parse_expiry(text: str, *, now: dt.datetime) -> dt.datetime:
     next midnight) or an ISO 8601 time with its offset. It must lie after ``now`` and at
     most :data:`MAX_WAIVER_DAYS` days after it."""
     value = text.strip()
+    whole_day = re.fullmatch(r"\d{4}-\d{2}-\d{2}", value) is not None
     try:
-        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
-            day = dt.date.fromisoformat(value)
-            when = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
-        else:
-            when = dt.datetime.fromisoformat(value)
-    except (ValueError, OverflowError):
+        when = dt.datetime.fromisoformat(value)
+    except ValueError:
         raise RequestError(
             f"expires={text!r} is not a date (YYYY-MM-DD) or a time (YYYY-MM-DDTHH:MM:SS+00:00)"
         ) from None
+    if whole_day:
+        when = when.replace(tzinfo=dt.UTC)
     if when.tzinfo is None:
         raise RequestError(f"expires={text!r} has no UTC offset: write e.g. {value}+00:00, or a date")
     when = when.astimezone(dt.UTC).replace(microsecond=0)
-    if when <= now:
+    if when <= now - (dt.timedelta(days=1) if whole_day else dt.timedelta(0)):
         raise RequestError(f"expires={text!r} is not in the future (now: {timestamp(now)})")
     if when - now > dt.timedelta(days=MAX_WAIVER_DAYS):
         raise RequestError(f"expires={text!r} is more than {MAX_WAIVER_DAYS} days away; a waiver is for a hotfix")
+    if whole_day:  # through that day: until the next midnight
+        when += dt.timedelta(days=1)
     return when
 
 

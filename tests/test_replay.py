@@ -8,7 +8,6 @@ import json
 import subprocess
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -151,7 +150,8 @@ def test_evaluations_whose_evidence_is_gone_are_listed_with_the_reason() -> None
         _record("fine", good),
     ]
     leakage = parse_policy(
-        "version: 1\nname: leak\nrules:\n  - {id: no-leaks, type: leakage, max_hamming: 4, max_overlap: 0}\n", source="<t>"
+        "version: 1\nname: leak\nrules:\n  - {id: no-leaks, type: leakage, max_hamming: 4, max_overlap: 0}\n",
+        source="<t>",
     )
     report = replay_records(records, parse_policy((ROOT / "policies" / "default.yaml").read_text(), source="<t>"))
     reasons = {r.evaluation_id: r.reason for r in report.rows}

@@ -683,7 +683,11 @@ def test_postgresql_schema(postgres_database: PostgresDatabase) -> None:
         "evaluations_no_truncate",
         "results_append_only",
         "results_no_truncate",
-        *(f"{t}_{kind}" for t in ("waivers", "waiver_revocations", "attestations") for kind in ("append_only", "no_truncate")),
+        *(
+            f"{t}_{kind}"
+            for t in ("waivers", "waiver_revocations", "attestations")
+            for kind in ("append_only", "no_truncate")
+        ),
     }
 
 

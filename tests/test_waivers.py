@@ -9,7 +9,6 @@ import datetime as dt
 import hashlib
 import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest

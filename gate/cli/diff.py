@@ -93,6 +93,18 @@ class _Source:
         return None if table is None else outcomes_of_table(table)
 
 
+def _verdict_file(path: Path) -> dict[str, Any]:
+    from gate.verdict import SCHEMA
+
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise RequestError(f"{path} is not a verdict JSON document ({SCHEMA}): {e}") from None
+    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
+        raise RequestError(f"{path} is not a verdict JSON document ({SCHEMA})")
+    return doc
+
+
 def _side(
     args: argparse.Namespace, source: _Source, which: str, predictions: Path | None
 ) -> tuple[dict[str, Any], Outcomes | None]:
@@ -100,7 +112,7 @@ def _side(
 
     path = Path(which)
     if path.is_file():
-        doc: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        doc = _verdict_file(path)
         found = None
     elif args.server or args.data_dir or args.config:
         doc = source.verdict(which)
