@@ -19,7 +19,7 @@ import sys
 from collections.abc import Sequence
 
 from gate import __version__
-from gate.cli import attest, auth, check, demo, fingerprint, history, policy, serve
+from gate.cli import attest, auth, cache, check, contract, demo, fingerprint, history, policy, serve
 from gate.cli import diff as diff_command
 from gate.cli import eval as eval_command
 from gate.cli import replay as replay_command
@@ -32,6 +32,7 @@ from gate.verdict import Decision
 COMMAND_GROUPS = (
     eval_command,
     check,
+    contract,
     serve,
     history,
     demo,
@@ -39,6 +40,7 @@ COMMAND_GROUPS = (
     fingerprint,
     auth,
     attest,
+    cache,
     replay_command,
     diff_command,
     waiver_commands,

@@ -30,7 +30,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     src.add_argument("--data-dir", type=Path, help="read evaluation ids from the audit database in this data directory")
     df.add_argument("--predictions-a", type=Path, metavar="CSV", help="A's predictions file (--predictions-out)")
     df.add_argument("--predictions-b", type=Path, metavar="CSV", help="B's predictions file (--predictions-out)")
-    df.add_argument("--format", choices=["text", "markdown", "html", "json"], default="text")
+    df.add_argument(
+        "--format",
+        choices=["text", "markdown", "html", "json"],
+        default="text",
+        help="how to print the diff (json: gate.diff/v1)",
+    )
     add_client_options(df)
     df.set_defaults(run=run)
 

@@ -33,7 +33,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     rp.add_argument("--dataset", default="", help="only evaluations on this dataset")
     rp.add_argument("--since", default="", metavar="DATE", help="only evaluations accepted on or after DATE")
     rp.add_argument("--limit", type=int, default=0, help="at most this many evaluations, newest first (default 1000)")
-    rp.add_argument("--format", choices=["text", "json", "markdown"], default="text")
+    rp.add_argument(
+        "--format",
+        choices=["text", "json", "markdown"],
+        default="text",
+        help="how to print the report (json: gate.replay/v1)",
+    )
     add_client_options(rp)
     rp.set_defaults(run=run)
 

@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="DATE",
         help="YYYY-MM-DD (holds through that day, UTC) or an ISO 8601 time with offset; at most 180 days ahead",
     )
-    wv.add_argument("--format", choices=["text", "json"], default="text")
+    wv.add_argument("--format", choices=["text", "json"], default="text", help="a table, or JSON")
     add_client_options(wv)
     wv.set_defaults(run=run_waive)
 
@@ -41,14 +41,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ls.add_argument("--server", required=True, help="the gate server (HOST:PORT)")
     ls.add_argument("--model", default="", help="only this model SHA-256")
     ls.add_argument("--dataset", default="", help="only this dataset")
-    ls.add_argument("--format", choices=["text", "json"], default="text")
+    ls.add_argument("--format", choices=["text", "json"], default="text", help="a table, or JSON")
     add_client_options(ls)
     ls.set_defaults(run=run_list)
     rv = ws_sub.add_parser("revoke", help="end a waiver now (admin role; recorded, never erased)")
     rv.add_argument("waiver_id", help="the waiver's id (gate waivers list)")
     rv.add_argument("--server", required=True, help="the gate server (HOST:PORT)")
     rv.add_argument("--reason", required=True, help="why it is revoked")
-    rv.add_argument("--format", choices=["text", "json"], default="text")
+    rv.add_argument("--format", choices=["text", "json"], default="text", help="a table, or JSON")
     add_client_options(rv)
     rv.set_defaults(run=run_revoke)
 

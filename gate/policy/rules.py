@@ -38,17 +38,24 @@ from gate.policy.matrix_rules import (
 # in which messages list the known types
 from gate.policy.evidence_rules import LEAKAGE_EXAMPLES, BaselineRule, LeakageRule, TrainTestGapRule
 
+# isort: split
+from gate.policy.deployment_rules import LatencyRule, MemoryRule, ModelContractRule, ProviderParityRule
+
 __all__ = [
     "LEAKAGE_EXAMPLES",
     "RULE_TYPES",
     "BaselineRule",
     "ConfusionRule",
     "ImbalanceRule",
+    "LatencyRule",
     "LeakageRule",
     "MajorityBaselineRule",
+    "MemoryRule",
     "MetricRule",
     "MinSupportRule",
+    "ModelContractRule",
     "PerClassRule",
+    "ProviderParityRule",
     "Rule",
     "TrainTestGapRule",
     "fmt",

@@ -9,6 +9,7 @@ import textwrap
 from typing import Any
 
 from gate.report import waivers
+from gate.report.deployment import deployment_text
 from gate.report.evidence import (
     MAX_LEAK_EXAMPLES,
     Comparison,
@@ -192,6 +193,7 @@ def render_text(verdict: Verdict) -> str:
     train = training_sample(v)
     if train is not None:
         out += _training(train)
+    out += deployment_text(v)
 
     if v.rules:
         out += ["", "Rules"]
