@@ -31,92 +31,39 @@ class Case:
     status: str = ""  # the gRPC status a server case ends with
 
 
-WAIVE = ("waive", "--server", "{server}", "--model", "{sha}", "--dataset", "pets", "--rule", "recall-floor")
+def _waive(
+    reason: str = "x", expires: str = "2031-01-01", *, model: str = "{sha}", dataset: str = "pets"
+) -> tuple[str, ...]:
+    return (
+        "waive",
+        "--server",
+        "{server}",
+        "--model",
+        model,
+        "--dataset",
+        dataset,
+        "--rule",
+        "recall-floor",
+        "--reason",
+        reason,
+        "--expires",
+        expires,
+    )
+
+
+def _refused(case_id: str, argv: tuple[str, ...], message: str, status: str = "INVALID_ARGUMENT") -> Case:
+    return Case(case_id, argv, 2, message, status)
+
+
 CASES = [
-    Case(
-        "waiver-expires-in-the-past",
-        (*WAIVE, "--reason", "x", "--expires", "2020-01-01"),
-        2,
-        "is not in the future",
-        "INVALID_ARGUMENT",
-    ),
-    Case(
-        "waiver-expires-in-9999",
-        (*WAIVE, "--reason", "x", "--expires", "9999-12-31"),
-        2,
-        "more than 180 days away",
-        "INVALID_ARGUMENT",
-    ),
-    Case(
-        "waiver-expires-without-offset",
-        (*WAIVE, "--reason", "x", "--expires", "2031-01-01T10:00"),
-        2,
-        "has no UTC offset",
-        "INVALID_ARGUMENT",
-    ),
-    Case(
-        "waiver-expires-not-a-date",
-        (*WAIVE, "--reason", "x", "--expires", "next friday"),
-        2,
-        "is not a date (YYYY-MM-DD)",
-        "INVALID_ARGUMENT",
-    ),
-    Case(
-        "waiver-blank-reason",
-        (*WAIVE, "--reason", "   ", "--expires", "2031-01-01"),
-        2,
-        "reason is empty",
-        "INVALID_ARGUMENT",
-    ),
-    Case(
-        "waiver-reason-control-characters",
-        (*WAIVE, "--reason", "ok\x1b[2Jcleared", "--expires", "2031-01-01"),
-        2,
-        "reason holds control characters",
-        "INVALID_ARGUMENT",
-    ),
-    Case(
-        "waiver-model-path-not-hash",
-        (
-            "waive",
-            "--server",
-            "{server}",
-            "--model",
-            "candidate.onnx",
-            "--dataset",
-            "pets",
-            "--rule",
-            "r",
-            "--reason",
-            "x",
-            "--expires",
-            "2031-01-01",
-        ),
-        2,
-        "model='candidate.onnx' is not a SHA-256",
-        "INVALID_ARGUMENT",
-    ),
-    Case(
-        "waiver-unknown-dataset",
-        (
-            "waive",
-            "--server",
-            "{server}",
-            "--model",
-            "{sha}",
-            "--dataset",
-            "petz",
-            "--rule",
-            "r",
-            "--reason",
-            "x",
-            "--expires",
-            "2031-01-01",
-        ),
-        2,
-        "no dataset 'petz' on this server",
-        "NOT_FOUND",
-    ),
+    _refused("waiver-expires-in-the-past", _waive(expires="2020-01-01"), "is not in the future"),
+    _refused("waiver-expires-in-9999", _waive(expires="9999-12-31"), "more than 180 days away"),
+    _refused("waiver-expires-without-offset", _waive(expires="2031-01-01T10:00"), "has no UTC offset"),
+    _refused("waiver-expires-not-a-date", _waive(expires="next friday"), "is not a date (YYYY-MM-DD)"),
+    _refused("waiver-blank-reason", _waive("   "), "reason is empty"),
+    _refused("waiver-reason-control-characters", _waive("ok\x1b[2Jcleared"), "reason holds control characters"),
+    _refused("waiver-model-path-not-hash", _waive(model="candidate.onnx"), "model='candidate.onnx' is not a SHA-256"),
+    _refused("waiver-unknown-dataset", _waive(dataset="petz"), "no dataset 'petz' on this server", "NOT_FOUND"),
     Case(
         "waiver-revoke-unknown",
         ("waivers", "revoke", "0" * 32, "--server", "{server}", "--reason", "x"),
