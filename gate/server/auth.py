@@ -51,8 +51,12 @@ METHOD_ROLES: dict[str, Role] = {
     SERVICE_PREFIX + "RevokeWaiver": "admin",
 }
 
-#: What each role may do: admin includes submit.
-GRANTS: dict[Role, frozenset[Role]] = {"submit": frozenset({"submit"}), "admin": frozenset({"submit", "admin"})}
+#: What each role may do: admin includes submit, and both include read (the web dashboard).
+GRANTS: dict[Role, frozenset[Role]] = {
+    "read": frozenset({"read"}),
+    "submit": frozenset({"read", "submit"}),
+    "admin": frozenset({"read", "submit", "admin"}),
+}
 
 #: Services that answer without a token.
 OPEN_PREFIXES = (
