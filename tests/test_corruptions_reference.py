@@ -20,7 +20,7 @@ import numpy.typing as npt
 import pytest
 from scipy import ndimage
 
-from gate.corruptions import CORRUPTIONS, SEVERITIES, corrupt
+from gate.corruptions.catalogue import CORRUPTIONS, SEVERITIES, corrupt
 from gate.corruptions.noise import IMPULSE_AMOUNT
 
 EXACT = {"gaussian_noise", "shot_noise", "contrast", "jpeg_compression", "pixelate"}

@@ -1,6 +1,7 @@
 """The blur corruptions of ImageNet-C: defocus (a disk kernel), motion (a streak at a
 random angle) and zoom (the image averaged with zoomed-in copies of itself), on 8-bit
-pixels (H, W, C)."""
+pixels (H, W, C), in numpy alone: borders are mirrored without repeating the edge pixel,
+zooms are bilinear with the corners of the zoomed region on the corners of the output."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import math
 
 import numpy as np
 import numpy.typing as npt
-from scipy import ndimage, signal
 
 from gate.corruptions.noise import to_bytes
 from gate.corruptions.randomness import NoiseSource
@@ -39,8 +39,20 @@ def disk_kernel(radius: int, alias_sigma: float) -> npt.NDArray[np.float64]:
     disk = (xx**2 + yy**2 <= radius**2).astype(np.float32)
     disk /= disk.sum()
     taps = _gaussian_taps(3 if radius <= _MIN_DISK_HALF else 5, alias_sigma).astype(np.float32)
-    soft = ndimage.correlate1d(disk, taps, axis=0, mode="mirror")
-    return ndimage.correlate1d(soft, taps, axis=1, mode="mirror").astype(np.float64)
+    return _smooth(_smooth(disk, taps, 0), taps, 1).astype(np.float64)
+
+
+def _smooth(image: npt.NDArray[np.float32], taps: npt.NDArray[np.float32], axis: int) -> npt.NDArray[np.float32]:
+    """``image`` correlated with ``taps`` along ``axis``, borders mirrored."""
+    half = len(taps) // 2
+    widths = [(0, 0)] * image.ndim
+    widths[axis] = (half, half)
+    padded = np.pad(image, widths, mode="reflect")
+    n = image.shape[axis]
+    out = np.zeros_like(image)
+    for k, tap in enumerate(taps):
+        out += tap * np.take(padded, np.arange(k, k + n), axis=axis)
+    return out
 
 
 def defocus_blur(pixels: npt.NDArray[np.uint8], severity: int, rng: NoiseSource) -> npt.NDArray[np.uint8]:
@@ -49,8 +61,11 @@ def defocus_blur(pixels: npt.NDArray[np.uint8], severity: int, rng: NoiseSource)
     half = kernel.shape[0] // 2
     # borders mirrored without repeating the edge pixel; the FFT keeps large disks cheap
     padded = np.pad(pixels / 255.0, ((half, half), (half, half), (0, 0)), mode="reflect")
-    blurred = signal.fftconvolve(padded, kernel[:, :, np.newaxis], mode="valid", axes=(0, 1))
-    return to_bytes(blurred)
+    size = padded.shape[:2]
+    spectrum = np.fft.rfft2(padded, axes=(0, 1)) * np.fft.rfft2(kernel, s=size)[:, :, np.newaxis]
+    # a circular convolution: past the kernel's width the wrap-around touches nothing
+    full = np.fft.irfft2(spectrum, s=size, axes=(0, 1))
+    return to_bytes(full[2 * half :, 2 * half :])
 
 
 def _shifted(image: npt.NDArray[np.uint8], dx: int, dy: int) -> npt.NDArray[np.uint8]:
@@ -94,8 +109,22 @@ def zoomed_centre(image: npt.NDArray[np.floating], factor: float) -> npt.NDArray
     ch, cw = math.ceil(h / factor), math.ceil(w / factor)
     top, left = (h - ch) // 2, (w - cw) // 2
     centre = image[top : top + ch, left : left + cw]
-    zooms = (factor, factor) + (1.0,) * (image.ndim - 2)
-    out: npt.NDArray[np.floating] = ndimage.zoom(centre, zooms, order=1)
+    rows = _linear_resize(centre, round(ch * factor), 0)
+    return _linear_resize(rows, round(cw * factor), 1).astype(image.dtype)
+
+
+def _linear_resize(image: npt.NDArray[np.floating], size: int, axis: int) -> npt.NDArray[np.float64]:
+    """``image`` resampled to ``size`` along ``axis`` by linear interpolation, the first and
+    last output samples on the first and last input samples."""
+    n = image.shape[axis]
+    where = np.arange(size) * ((n - 1) / (size - 1)) if size > 1 else np.zeros(1)
+    low = np.minimum(np.floor(where).astype(np.int64), n - 1)
+    high = np.minimum(low + 1, n - 1)
+    shape = [1] * image.ndim
+    shape[axis] = size
+    weight = (where - low).reshape(shape)
+    lows, highs = np.take(image, low, axis=axis), np.take(image, high, axis=axis)
+    out: npt.NDArray[np.float64] = lows * (1.0 - weight) + highs * weight
     return out
 
 

@@ -16,13 +16,15 @@ import numpy as np
 import numpy.typing as npt
 
 from gate.corruptions import blur, digital, noise
+from gate.corruptions.names import AVAILABLE, GROUPS, NOT_AVAILABLE, SEVERITIES
 from gate.corruptions.randomness import NoiseSource
+
+__all__ = ["AVAILABLE", "CORRUPTIONS", "CORRUPTIONS_VERSION", "GROUPS", "NOT_AVAILABLE", "SEVERITIES", "corrupt"]
 
 CorruptionFn = Callable[[npt.NDArray[np.uint8], int, NoiseSource], npt.NDArray[np.uint8]]
 
 #: Bump when any corruption's pixels change: it is part of every corrupted-pixel cache key.
 CORRUPTIONS_VERSION = "1"
-SEVERITIES = (1, 2, 3, 4, 5)
 
 
 @dataclass(frozen=True)
@@ -47,15 +49,6 @@ CORRUPTIONS: dict[str, Corruption] = {
         Corruption("jpeg_compression", "digital", digital.jpeg_compression, False),
         Corruption("pixelate", "digital", digital.pixelate, False),
     )
-}
-
-#: ImageNet-C corruptions gate does not apply, and why (see docs/corruptions.md).
-NOT_AVAILABLE: dict[str, str] = {
-    "frost": "it overlays photographs of frost shipped with ImageNet-C, whose licence is not stated",
-    "snow": "not implemented yet",
-    "fog": "not implemented yet",
-    "glass_blur": "not implemented yet (its pixel-by-pixel shuffle is slow in numpy)",
-    "elastic_transform": "not implemented yet",
 }
 
 

@@ -39,9 +39,7 @@ def rgb_to_hsv(rgb: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     spread = value - rgb.min(axis=-1)
     safe = np.where(spread == 0, 1.0, spread)
     # where channels tie for the maximum, blue's formula wins over green's over red's
-    sector = np.select(
-        [b == value, g == value], [4.0 + (r - g) / safe, 2.0 + (b - r) / safe], default=(g - b) / safe
-    )
+    sector = np.select([b == value, g == value], [4.0 + (r - g) / safe, 2.0 + (b - r) / safe], default=(g - b) / safe)
     hue = np.where(spread == 0, 0.0, (sector / 6.0) % 1.0)
     saturation = np.where(spread == 0, 0.0, spread / np.where(value == 0, 1.0, value))
     return np.stack([hue, saturation, value], axis=-1)

@@ -23,7 +23,8 @@ IMPULSE_AMOUNT = (0.03, 0.06, 0.09, 0.17, 0.27)
 
 def to_bytes(intensities: npt.NDArray[np.floating]) -> npt.NDArray[np.uint8]:
     """Intensities (0..1, clipped here) as 8-bit pixels, truncated as ImageNet-C does."""
-    return (np.clip(intensities, 0.0, 1.0) * 255).astype(np.uint8)
+    out: npt.NDArray[np.uint8] = (np.clip(intensities, 0.0, 1.0) * 255).astype(np.uint8)
+    return out
 
 
 def gaussian_noise(pixels: npt.NDArray[np.uint8], severity: int, rng: NoiseSource) -> npt.NDArray[np.uint8]:

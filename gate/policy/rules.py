@@ -37,6 +37,7 @@ from gate.policy.matrix_rules import (
 # the evidence rules register after the matrix rules: the registry's order is the order
 # in which messages list the known types
 from gate.policy.evidence_rules import LEAKAGE_EXAMPLES, BaselineRule, LeakageRule, TrainTestGapRule
+from gate.policy.robustness_rules import RobustnessRule
 
 __all__ = [
     "LEAKAGE_EXAMPLES",
@@ -49,6 +50,7 @@ __all__ = [
     "MetricRule",
     "MinSupportRule",
     "PerClassRule",
+    "RobustnessRule",
     "Rule",
     "TrainTestGapRule",
     "fmt",
