@@ -186,8 +186,9 @@ def _run(verdict: Verdict, dataset: Dataset | PathLike, policy: Policy | PathLik
     verdict.model = {"sha256": candidate.sha256, "path": verdict.model["path"], "bytes": len(candidate.data)}
     run = _run_model(candidate, ds, req, progress=req.progress)
     verdict.runtime = run.runtime
-    if run.cache:
-        verdict.runtime["cache"] = run.cache
+    if run.cache:  # what each cache gave, and the version of each cache in use
+        versions = {name: version.tag for name, version in req.caches.versions().items()}
+        verdict.runtime["cache"] = {**run.cache, "versions": versions}
     verdict.metrics = run.metrics.to_dict()
     context = RuleContext(run.metrics, table=run.table)
     champion = _run_baseline(inp, ds, req) if inp.baseline is not None else None

@@ -1,6 +1,9 @@
 """The preprocessed tensor cache: each image dataset's pixels after decode, resize and
 crop, stored once as 8-bit (N, H, W, C) in an ``.npy`` file named by the dataset's
-SHA-256, and normalised to float32 batch by batch when read.
+SHA-256, and normalised to float32 batch by batch when read. Entries live in the
+directory of the cache's version (:mod:`gate.cache_version`), so pixels decoded by
+other code (another gate, numpy or Pillow version, or another :data:`TENSORS_FORMAT`)
+are never served.
 
 The dataset SHA-256 covers every file's bytes, the labels, the class list and the
 preprocessing, so a changed image or spec is a different key: nothing stale is ever
@@ -12,7 +15,9 @@ evaluation of a large set keeps only a batch in memory.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,11 +27,14 @@ import numpy as np
 import numpy.typing as npt
 
 from gate.atomic import atomic_file
+from gate.cache_version import cache_version
 from gate.datasets.dataset import Dataset
 
 log = logging.getLogger(__name__)
 
-_FORMAT = "v2"  # bump when the stored layout or the decoded pixels change
+#: The tensor cache's code version: bump when the stored layout or the decoded pixels
+#: change (decoding, colour or bit-depth conventions, EXIF, resize, crop).
+TENSORS_FORMAT = "v2"
 
 
 @dataclass
@@ -41,9 +49,10 @@ class TensorCacheUse:
 class TensorCache:
     def __init__(self, root: Path) -> None:
         self.root = root
+        self.version = cache_version("tensors", TENSORS_FORMAT)
 
     def path_for(self, ds: Dataset) -> Path:
-        return self.root / f"{ds.sha256}.{_FORMAT}.npy"
+        return self.version.directory(self.root) / f"{ds.sha256}.npy"
 
     def batches(self, ds: Dataset, batch_size: int, use: TensorCacheUse) -> Iterator[npt.NDArray[Any]]:
         """Model-input batches of ``ds``: from the cache when present, else decoded
@@ -59,6 +68,7 @@ class TensorCache:
         offset = _valid_entry(path, shape)
         if offset is not None:
             use.status = "hit"
+            touch(path)
             yield from _read(path, offset, shape, batch_size, source.normalise)
             return
         use.status = "built"
@@ -82,6 +92,7 @@ class TensorCache:
                 phase = "commit"
                 if not writable:
                     raise _Incomplete
+            self.version.mark(self.root)
         except _Incomplete:
             use.status = "failed"
         except OSError as e:
@@ -92,6 +103,13 @@ class TensorCache:
             use.status = "failed"
             if phase == "open":
                 yield from ds.batches(batch_size)
+
+
+def touch(path: Path) -> None:
+    """Mark an entry as used now: ``gate cache prune --older-than`` drops entries by the
+    time they were last used, which is their modification time."""
+    with contextlib.suppress(OSError):  # a read-only cache still serves
+        os.utime(path)
 
 
 class _Incomplete(Exception):

@@ -28,6 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from gate.atomic import atomic_write
+from gate.cache_version import cache_version
 from gate.datasets import images, repeats
 from gate.datasets.sources import (
     MANIFEST_SUFFIXES,
@@ -50,6 +51,8 @@ _NORMALISE_CHUNK = 8
 SKIPPED_LISTED = 20
 #: Version tag mixed into every dataset hash; bump it when the hashing scheme changes.
 _HASH_SCHEME = "gate.dataset/v1"
+#: The digest cache's code version (:mod:`gate.cache_version`): bump when what it records changes.
+DIGESTS_FORMAT = "v1"
 
 
 class _Samples(Protocol):
@@ -476,7 +479,10 @@ class _DigestCache:
     def __init__(self, root: Path | None, source: Path, preprocess: Preprocess) -> None:
         # Sizes depend on EXIF handling: a set read both ways keeps two files.
         key = f"{source}|exif" if preprocess.exif_transpose else str(source)
-        self.path = None if root is None else root / f"{hashlib.sha256(key.encode()).hexdigest()}.json"
+        self.version = cache_version("digests", DIGESTS_FORMAT)
+        self.root = root
+        where = None if root is None else self.version.directory(root)
+        self.path = None if where is None else where / f"{hashlib.sha256(key.encode()).hexdigest()}.json"
         self._old: dict[str, list[Any]] = {}
         self._new: dict[str, list[Any]] = {}
         self._lock = threading.Lock()
@@ -516,6 +522,8 @@ class _DigestCache:
             return
         with contextlib.suppress(OSError):  # a cache that cannot be written only costs time next load
             atomic_write(self.path, json.dumps({"scheme": _HASH_SCHEME, "files": self._new}), fsync=False)
+            if self.root is not None:
+                self.version.mark(self.root)
 
 
 def _size_mismatch(
