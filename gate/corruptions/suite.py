@@ -33,9 +33,11 @@ import numpy as np
 import numpy.typing as npt
 
 from gate.atomic import atomic_file
+from gate.cache_version import cache_version
 from gate.corruptions.catalogue import CORRUPTIONS_VERSION, corrupt
 from gate.corruptions.randomness import sample_rng
 from gate.datasets import Dataset
+from gate.datasets.cache import TENSORS_FORMAT
 from gate.datasets.dataset import _ImageSamples
 from gate.errors import DatasetError
 
@@ -73,10 +75,12 @@ class CorruptedPixelCache:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        # the corrupted pixels depend on the decoded ones and on numpy's and Pillow's code
+        self.version = cache_version("corrupted", CORRUPTIONS_VERSION, decoder=TENSORS_FORMAT)
 
     def path_for(self, dataset_sha256: str, cell: Cell, seed: int) -> Path:
-        name = f"{dataset_sha256}.{cell.corruption}.{cell.severity}.seed{seed}.c{CORRUPTIONS_VERSION}.npy"
-        return self.root / name
+        name = f"{dataset_sha256}.{cell.corruption}.{cell.severity}.seed{seed}.npy"
+        return self.version.directory(self.root) / name
 
     def read(self, path: Path, shape: tuple[int, ...]) -> npt.NDArray[np.uint8] | None:
         """The entry at ``path`` when it is complete and of ``shape`` (memory-mapped), else None."""
@@ -182,6 +186,7 @@ class CorruptedSamples(_ImageSamples):
         if self._cache is None:
             return [None] * len(cells), {}
         cache, dataset_sha = self._cache
+        cache.version.mark(cache.root)
         shape = (len(self._clean), *self.pixel_shape)
         stored: list[npt.NDArray[np.uint8] | None] = []
         writers: dict[int, BinaryIO] = {}
