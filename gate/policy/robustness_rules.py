@@ -145,9 +145,8 @@ class RobustnessRule(Rule):
         return self.per_class or GLOBAL_METRICS[self.metric].higher_is_better
 
     def vacuous(self) -> str | None:
-        if self.relative_to_baseline is not None or self.metric not in GLOBAL_METRICS | dict.fromkeys(
-            PER_CLASS_METRICS
-        ):
+        known = PER_CLASS_METRICS if self.per_class else GLOBAL_METRICS
+        if self.relative_to_baseline is not None or self.metric not in known:
             return None
         low, high = self._span()
         floor_ok = self.min is None or (
