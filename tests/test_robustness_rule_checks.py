@@ -134,7 +134,7 @@ def test_the_cells_agree_with_recomputed_recalls(errors: list[tuple[int, int]], 
     # recall of cat is (10 - c) / 10: the rule fails exactly when one is under the floor
     below = [
         (s, name)
-        for (_, s), (c, d) in zip(cells, errors)
+        for (_, s), (c, d) in zip(cells, errors, strict=True)
         for name, w in (("cat", c), ("dog", d))
         if (10 - w) / 10 < floor - 1e-9
     ]
