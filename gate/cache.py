@@ -210,3 +210,10 @@ class Caches:
             root / "digests",
             HeldoutHashCache(root / "hashes"),
         )
+
+    @classmethod
+    def digests_only(cls, root: Path) -> Caches:
+        """Only the file digests under ``root`` (``gate eval --no-cache``): what is decoded,
+        inferred and judged is computed afresh; a file is not hashed again while its
+        identity (path and stat signature) is unchanged."""
+        return cls(digests=root / "digests")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -54,9 +54,13 @@ class TensorCache:
     def path_for(self, ds: Dataset) -> Path:
         return self.version.directory(self.root) / f"{ds.sha256}.npy"
 
-    def batches(self, ds: Dataset, batch_size: int, use: TensorCacheUse) -> Iterator[npt.NDArray[Any]]:
+    def batches(
+        self, ds: Dataset, batch_size: int, use: TensorCacheUse, *, pixels: bool = False
+    ) -> Iterator[npt.NDArray[Any]]:
         """Model-input batches of ``ds``: from the cache when present, else decoded
-        (and cached on the way). Datasets that are already tensors bypass the cache."""
+        (and cached on the way). Datasets that are already tensors bypass the cache.
+        ``pixels``: the 8-bit (B, H, W, C) pixels instead, for a model that normalises
+        them itself (:mod:`gate.preprocess_graph`); an image set only."""
         source = ds.pixel_source
         if source is None:
             use.status = "off"
@@ -65,17 +69,24 @@ class TensorCache:
         path = self.path_for(ds)
         use.path = path
         shape = (len(ds), *source.pixel_shape)
+        finish = _as_pixels if pixels else source.normalise
         offset = _valid_entry(path, shape)
         if offset is not None:
             use.status = "hit"
             touch(path)
-            yield from _read(path, offset, shape, batch_size, source.normalise)
+            yield from _read(path, offset, shape, batch_size, finish)
             return
         use.status = "built"
-        yield from self._build(ds, path, shape, batch_size, use)
+        yield from self._build(ds, path, shape, batch_size, use, finish)
 
     def _build(
-        self, ds: Dataset, path: Path, shape: tuple[int, ...], batch_size: int, use: TensorCacheUse
+        self,
+        ds: Dataset,
+        path: Path,
+        shape: tuple[int, ...],
+        batch_size: int,
+        use: TensorCacheUse,
+        finish: Callable[[npt.NDArray[np.uint8]], npt.NDArray[Any]],
     ) -> Iterator[npt.NDArray[Any]]:
         source = ds.pixel_source
         assert source is not None
@@ -88,7 +99,7 @@ class TensorCache:
                 for pixels in source.iter_pixel_batches(batch_size):
                     if writable:
                         writable = _append(f, pixels)
-                    yield source.normalise(pixels)
+                    yield finish(pixels)
                 phase = "commit"
                 if not writable:
                     raise _Incomplete
@@ -102,7 +113,11 @@ class TensorCache:
             log.warning("tensor cache unavailable at %s: %s", self.root, e)
             use.status = "failed"
             if phase == "open":
-                yield from ds.batches(batch_size)
+                yield from map(finish, source.iter_pixel_batches(batch_size))
+
+
+def _as_pixels(pixels: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
+    return pixels
 
 
 def touch(path: Path) -> None:
