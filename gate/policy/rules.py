@@ -41,6 +41,9 @@ from gate.policy.evidence_rules import LEAKAGE_EXAMPLES, BaselineRule, LeakageRu
 # isort: split
 from gate.policy.deployment_rules import LatencyRule, MemoryRule, ModelContractRule, ProviderParityRule
 
+# isort: split
+from gate.policy.robustness_rules import RobustnessRule
+
 __all__ = [
     "LEAKAGE_EXAMPLES",
     "RULE_TYPES",
@@ -56,6 +59,7 @@ __all__ = [
     "ModelContractRule",
     "PerClassRule",
     "ProviderParityRule",
+    "RobustnessRule",
     "Rule",
     "TrainTestGapRule",
     "fmt",
