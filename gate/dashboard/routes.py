@@ -270,7 +270,10 @@ class DashboardHandler(BaseHTTPRequestHandler):
         self._send(200, datasets.dataset_page(segments[1], points, params.get("class", []), visitor=visitor))
 
     def _waivers(self, segments: list[str], params: Params, visitor: str | None) -> None:
-        self._send(*sections.waivers(self.dashboard, self._single(params), visitor=visitor))
+        try:
+            self._send(*sections.waivers(self.dashboard, self._single(params), visitor=visitor))
+        except sections.SectionError as err:
+            raise Problem(400, str(err)) from None
 
     def _replay(self, segments: list[str], params: Params, visitor: str | None) -> None:
         form = self._form() if self.command == "POST" else None
