@@ -39,7 +39,9 @@ from gate.providers import PROVIDERS
 
 log = logging.getLogger(__name__)
 
-_RESULTS_FORMAT = "gate.results/v3"  # v3: the whole predictions table (v2: predicted class and confidence)
+# v4: the table carries the set's metadata columns; v3: the whole predictions table
+# without them; v2: predicted class and confidence
+_RESULTS_FORMAT = "gate.results/v4"
 _METADATA = "metadata."  # prefix of the metadata columns' names in an entry
 _COLUMNS = ("sample_id", "label", "predicted", "confidence", "top_k_class", "top_k_score")
 

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from gate.cache import Caches, results_key
 from gate.datasets import Dataset, load_dataset, load_train_sample
+from gate.datasets.metadata import metadata_columns
 from gate.engines import engine_for
 from gate.engines.base import ModelInput, ProgressFn, RunOptions, read_model
 from gate.errors import GateError, InternalError, RequestError
@@ -29,6 +30,7 @@ from gate.inference import resolve_provider, runtime_versions
 from gate.metrics import ClassificationMetrics
 from gate.policy import Policy, apply_policy, load_policy
 from gate.policy.context import NEEDS, BaselineRun, LeakageInputs, RuleContext, TrainSample
+from gate.policy.slice_rules import slice_problems, verdict_slices
 from gate.predictions import PredictionTable, check_predictions_path, write_predictions
 from gate.providers import Engine, Provider
 from gate.verdict import Decision, Verdict, decide
@@ -151,6 +153,7 @@ def check_evidence(pol: Policy, ds: Dataset, *, has_baseline: bool, has_fingerpr
                 f"rule '{rule.id}' ({rule.type}) needs a training sample, and dataset '{ds.name}' has none"
                 " (add `train_sample:` to its spec)"
             )
+    missing += slice_problems(pol.rules, metadata_columns(ds.metadata))
     if missing:
         raise RequestError(
             f"policy '{pol.name}' cannot be applied to this request:\n" + "\n".join(f"  - {m}" for m in missing)
@@ -184,7 +187,7 @@ def _run(verdict: Verdict, dataset: Dataset | PathLike, policy: Policy | PathLik
     verdict.runtime = run.runtime
     if run.cache:
         verdict.runtime["cache"] = run.cache
-    verdict.metrics = run.metrics.to_dict()
+    verdict.metrics = run.metrics.to_dict() | verdict_slices(run.table, pol.rules)
     context = RuleContext(run.metrics, table=run.table)
     if inp.baseline is not None:
         champion = _run_baseline(inp, ds, req)

@@ -37,6 +37,7 @@ from gate.policy.matrix_rules import (
 # the evidence rules register after the matrix rules: the registry's order is the order
 # in which messages list the known types
 from gate.policy.evidence_rules import LEAKAGE_EXAMPLES, BaselineRule, LeakageRule, TrainTestGapRule
+from gate.policy.slice_rules import PerSliceRule, SliceGapRule
 
 __all__ = [
     "LEAKAGE_EXAMPLES",
@@ -49,7 +50,9 @@ __all__ = [
     "MetricRule",
     "MinSupportRule",
     "PerClassRule",
+    "PerSliceRule",
     "Rule",
+    "SliceGapRule",
     "TrainTestGapRule",
     "fmt",
     "fmt_vs",
