@@ -17,12 +17,15 @@ import datetime as dt
 import logging
 import os
 import time
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from gate.cache import Caches, results_key
 from gate.datasets import Dataset, load_dataset, load_train_sample
 from gate.datasets.metadata import metadata_columns
+from gate.deployment.diagnosis import diagnose
+from gate.deployment.steps import contract_stop, describe, measure, reference_sources
 from gate.engines import engine_for
 from gate.engines.base import ModelInput, ProgressFn, RunOptions, read_model
 from gate.errors import GateError, InternalError, RequestError
@@ -30,6 +33,7 @@ from gate.inference import resolve_provider, runtime_versions
 from gate.metrics import ClassificationMetrics
 from gate.policy import Policy, apply_policy, load_policy
 from gate.policy.context import NEEDS, BaselineRun, LeakageInputs, RuleContext, TrainSample
+from gate.policy.deployment_rules import deployment_problems
 from gate.policy.slice_rules import slice_problems, verdict_slices
 from gate.predictions import PredictionTable, check_predictions_path, write_predictions
 from gate.providers import Engine, Provider
@@ -62,6 +66,7 @@ def evaluate(
     model_sha256: str | None = None,
     baseline_sha256: str | None = None,
     predictions_out: PathLike | None = None,
+    references: Mapping[str, ModelSource] | None = None,
 ) -> Verdict:
     """Run ``model`` on ``dataset`` and judge it by ``policy``; never raises for bad input.
 
@@ -80,7 +85,8 @@ def evaluate(
     rules. ``engine="ray"`` shards inference over a Ray cluster (``ray_address``, or a
     local one); the verdict is the same as the local engine's. ``predictions_out``
     (``.csv`` or ``.parquet``) receives the candidate's predictions table when the
-    verdict is PASS or FAIL (see :mod:`gate.predictions`).
+    verdict is PASS or FAIL (see :mod:`gate.predictions`). ``references``: the reference
+    models ``provider_parity`` rules name, by name (default: files beside the policy file).
     """
     started = time.perf_counter()
     verdict = Verdict(
@@ -92,7 +98,9 @@ def evaluate(
     verdict.model = {"sha256": None, "path": name}
     request = _Request(provider, batch_size, progress, caches or Caches(), engine, ray_address)
     try:
-        inputs = _Inputs(model, model_sha256, baseline, baseline_name, baseline_sha256, fingerprint, predictions_out)
+        inputs = _Inputs(
+            model, model_sha256, baseline, baseline_name, baseline_sha256, fingerprint, predictions_out, references
+        )
         _run(verdict, dataset, policy, inputs, request)
     except GateError as e:
         verdict.decision = Decision.ERROR
@@ -126,6 +134,7 @@ class _Inputs:
     baseline_sha256: str | None
     fingerprint: bytes | PathLike | None
     predictions_out: PathLike | None
+    references: Mapping[str, ModelSource] | None = None
 
 
 @dataclass(frozen=True)
@@ -139,7 +148,9 @@ class _Run:
     cache: dict[str, str]
 
 
-def check_evidence(pol: Policy, ds: Dataset, *, has_baseline: bool, has_fingerprint: bool) -> None:
+def check_evidence(
+    pol: Policy, ds: Dataset, *, has_baseline: bool, has_fingerprint: bool, references: Collection[str] = ()
+) -> None:
     """Refuse, before any inference, a policy whose rules need evidence the request lacks
     (RequestError listing each rule); the service calls it before accepting an evaluation."""
     missing = []
@@ -153,6 +164,7 @@ def check_evidence(pol: Policy, ds: Dataset, *, has_baseline: bool, has_fingerpr
                 f"rule '{rule.id}' ({rule.type}) needs a training sample, and dataset '{ds.name}' has none"
                 " (add `train_sample:` to its spec)"
             )
+    missing += deployment_problems(pol.rules, has_baseline=has_baseline, references=list(references))
     missing += slice_problems(pol.rules, metadata_columns(ds.metadata))
     if missing:
         raise RequestError(
@@ -176,21 +188,32 @@ def _run(verdict: Verdict, dataset: Dataset | PathLike, policy: Policy | PathLik
         **ds.verdict_fields(),
     }
     pol.check_classes(ds.classes)
-    check_evidence(pol, ds, has_baseline=inp.baseline is not None, has_fingerprint=inp.fingerprint is not None)
+    refs = reference_sources(pol, inp.references)
+    check_evidence(
+        pol, ds, has_baseline=inp.baseline is not None, has_fingerprint=inp.fingerprint is not None, references=refs
+    )
     prints = _read_fingerprint(inp.fingerprint) if inp.fingerprint is not None else None
     if inp.predictions_out is not None:
         check_predictions_path(inp.predictions_out)
 
     candidate = read_model(inp.model, "model", verdict.model["path"], inp.model_sha256)
     verdict.model = {"sha256": candidate.sha256, "path": verdict.model["path"], "bytes": len(candidate.data)}
+    description = describe(pol, candidate)
+    if (stopped := contract_stop(pol, description, ds.classes)) is not None:
+        verdict.rules, verdict.decision = stopped, decide(stopped)
+        return
     run = _run_model(candidate, ds, req, progress=req.progress)
     verdict.runtime = run.runtime
-    if run.cache:
-        verdict.runtime["cache"] = run.cache
+    if run.cache:  # what each cache gave, and the version of each cache in use
+        versions = {name: version.tag for name, version in req.caches.versions().items()}
+        verdict.runtime["cache"] = {**run.cache, "versions": versions}
     verdict.metrics = run.metrics.to_dict() | verdict_slices(run.table, pol.rules)
+    diagnose(verdict, run.metrics)
     context = RuleContext(run.metrics, table=run.table)
+    champion_model = None
     if inp.baseline is not None:
         champion = _run_baseline(inp, ds, req)
+        champion_model = champion.model
         evidence = _comparison(champion, _baseline_label(inp), run)
         verdict.baseline = evidence.to_dict()
         context = replace(context, baseline=evidence)
@@ -199,6 +222,10 @@ def _run(verdict: Verdict, dataset: Dataset | PathLike, policy: Policy | PathLik
         context = replace(context, train_sample=train)
     if prints is not None:
         context = replace(context, leakage=_leakage_inputs(ds, prints, req.caches))
+    deployment = measure(pol, description, (candidate, champion_model), ds, provider=req.provider, references=refs)
+    if deployment is not None:
+        verdict.metrics = {**verdict.metrics, **deployment.metrics()}
+        context = replace(context, deployment=deployment)
 
     verdict.rules = apply_policy(pol, run.metrics, context)
     verdict.decision = decide(verdict.rules)

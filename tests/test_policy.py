@@ -25,7 +25,8 @@ EXPECTED_PROBLEMS = {
     ],
     "unknown-rule-type.yaml": [
         "rule 'acc' (line 4): unknown rule type 'metrc' (did you mean 'metric'?); known types: metric, per_class,"
-        " min_support, imbalance, majority_baseline, confusion, baseline, train_test_gap, leakage, per_slice, slice_gap"
+        " min_support, imbalance, majority_baseline, confusion, baseline, train_test_gap, leakage, per_slice,"
+        " slice_gap, model_contract, latency, memory, provider_parity"
     ],
     "unknown-metric.yaml": [
         "rule 'acc' (line 4): unknown metric 'acuracy' (did you mean 'accuracy'?); known: accuracy,"
@@ -150,6 +151,10 @@ def test_registry_is_complete_and_every_type_documents_what_it_catches() -> None
         "leakage",
         "per_slice",
         "slice_gap",
+        "model_contract",
+        "latency",
+        "memory",
+        "provider_parity",
     }
     assert all(cls.catches for cls in RULE_TYPES.values())
 
@@ -420,6 +425,7 @@ VACUOUS = {
     "{id: v, type: train_test_gap, metric: accuracy, max_gap: 1}": "no gap exceeds max_gap 1",
     "{id: v, type: per_slice, slice: camera, metric: recall, min: 0}": "min 0: no recall is below 0",
     "{id: v, type: slice_gap, slice: camera, metric: recall, max_gap: 1}": "max_gap 1: no two values in [0, 1]",
+    "{id: v, type: provider_parity, max_disagreement: 1}": "a disagreement rate cannot exceed 1",
 }
 
 # each one notch away from vacuous: a model can fail it
@@ -440,12 +446,14 @@ NOT_VACUOUS = [
     "{id: v, type: leakage, max_hamming: 24, max_overlap: 0.99}",
     "{id: v, type: per_slice, slice: camera, metric: recall, min: 0.01}",
     "{id: v, type: slice_gap, slice: camera, metric: accuracy, max_gap: 0.99}",
+    "{id: v, type: provider_parity, max_disagreement: 1, max_prob_diff: 0.5}",
 ]
 
 
 def test_every_rule_type_has_vacuous_and_useful_examples() -> None:
     types = {parse_policy(f"version: 1\nname: x\nrules:\n  - {r}\n  - {GUARD}\n").rules[0].type for r in VACUOUS}
-    assert types | {"leakage"} == set(RULE_TYPES)  # a leakage rule can always fail: a larger leak
+    # a leakage rule can always fail (a larger leak), and so can a contract, a time or a memory bound
+    assert types | {"leakage", "model_contract", "latency", "memory"} == set(RULE_TYPES)
 
 
 @pytest.mark.parametrize("rule", sorted(VACUOUS))

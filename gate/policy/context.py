@@ -19,7 +19,7 @@ a second inference pass.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -27,6 +27,9 @@ import numpy.typing as npt
 from gate.metrics import ClassificationMetrics
 from gate.predictions import PredictionTable
 from gate.stats import mcnemar_exact, paired_bootstrap
+
+if TYPE_CHECKING:
+    from gate.deployment.evidence import DeploymentEvidence
 
 #: What each kind of extra evidence is called in messages, and how a caller provides it.
 NEEDS: dict[str, str] = {
@@ -88,6 +91,8 @@ class RuleContext:
     leakage: LeakageInputs | None = None
     # the candidate's predictions table; None only when rules are applied to bare metrics
     table: PredictionTable | None = None
+    # the model's description and serving measurements, for deployment rules
+    deployment: DeploymentEvidence | None = None
 
     def has(self, need: str) -> bool:
         """Whether the evidence named by ``need`` (a key of NEEDS) is here."""

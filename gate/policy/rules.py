@@ -39,18 +39,25 @@ from gate.policy.matrix_rules import (
 from gate.policy.evidence_rules import LEAKAGE_EXAMPLES, BaselineRule, LeakageRule, TrainTestGapRule
 from gate.policy.slice_rules import PerSliceRule, SliceGapRule
 
+# isort: split
+from gate.policy.deployment_rules import LatencyRule, MemoryRule, ModelContractRule, ProviderParityRule
+
 __all__ = [
     "LEAKAGE_EXAMPLES",
     "RULE_TYPES",
     "BaselineRule",
     "ConfusionRule",
     "ImbalanceRule",
+    "LatencyRule",
     "LeakageRule",
     "MajorityBaselineRule",
+    "MemoryRule",
     "MetricRule",
     "MinSupportRule",
+    "ModelContractRule",
     "PerClassRule",
     "PerSliceRule",
+    "ProviderParityRule",
     "Rule",
     "SliceGapRule",
     "TrainTestGapRule",
