@@ -28,7 +28,7 @@ import io
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -212,6 +212,13 @@ class Caches:
             root / "digests",
             HeldoutHashCache(root / "hashes"),
         )
+
+    def with_sessions(self) -> Caches:
+        """These caches, given an in-memory session cache for one evaluation when they have
+        none: every run of the same model within the evaluation (the candidate's pass and
+        the suites that run it again: corruptions, another provider, latency) shares one
+        ONNX Runtime session, created once."""
+        return self if self.sessions is not None else replace(self, sessions=SessionCache(2))
 
     @classmethod
     def digests_only(cls, root: Path) -> Caches:

@@ -96,7 +96,7 @@ def evaluate(
     )
     name = model_name if model_name is not None else None if isinstance(model, bytes) else str(model)
     verdict.model = {"sha256": None, "path": name}
-    request = _Request(provider, batch_size, progress, caches or Caches(), engine, ray_address)
+    request = _Request(provider, batch_size, progress, (caches or Caches()).with_sessions(), engine, ray_address)
     try:
         inputs = _Inputs(
             model, model_sha256, baseline, baseline_name, baseline_sha256, fingerprint, predictions_out, references

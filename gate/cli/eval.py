@@ -46,8 +46,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ev.add_argument(
         "--no-cache",
         action="store_true",
-        help="decode and infer from scratch: no tensor, result or session cache (file digests are still"
-        " remembered by file identity)",
+        help="decode and infer from scratch: no tensor or result cache, nothing kept in memory between"
+        " evaluations (file digests are still remembered by file identity)",
     )
     ev.add_argument(
         "--engine",
