@@ -49,7 +49,7 @@ def _set_optional(msg: Any, field: str, value: Any) -> None:
 def _metrics_to_pb(m: Mapping[str, Any]) -> pb.Metrics:
     out = pb.Metrics(samples=int(m.get("samples") or 0))
     for key, value in m.items():
-        # numbers only: sections such as metrics.slices travel in the verdict's JSON text
+        # scalars only: sections such as metrics["latency"] travel in the verdict JSON
         if key not in ("samples", "per_class", "confusion_matrix", "calibration") and isinstance(value, int | float):
             out.values[key] = float(value)
     for name, pc in m.get("per_class", {}).items():

@@ -5,13 +5,16 @@ doing known multiples of work, and that the figures are recorded."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from gate.cli import main
 from gate.evaluation import evaluate
 from gate.verdict import Decision, Status
-from tests.conftest import write_pets
+from tests.conftest import Served, write_pets
 from tests.models import lookup_model, slow_lookup_model
 
 #: width² multiply-adds per MatMul: enough that the graph, not the call, dominates the time
@@ -97,3 +100,22 @@ def test_gpu_memory_on_the_cpu_is_inconclusive_with_the_reason(tmp_path: Path) -
     verdict = evaluate(tmp_path / "m.onnx", write_pets(tmp_path), policy, provider="cpu")
     assert verdict.rules[1].status is Status.INCONCLUSIVE and verdict.decision is Decision.FAIL
     assert verdict.rules[1].message == "GPU memory not measured: the session ran on CPUExecutionProvider"
+
+
+def test_deployment_rules_through_gate_check(
+    tmp_path: Path, models: dict[str, Path], serve: Callable[..., Served], capsys: pytest.CaptureFixture[str]
+) -> None:
+    policy = _policy(
+        tmp_path,
+        "{id: p90, type: latency, percentile: 90, max_vs_baseline: 1.5}",
+        "{id: contract, type: model_contract, inputs: [{name: x, dtype: float32, shape: [N, 1]}]}",
+        "{id: memory, type: memory, max_rss_mb: 4000}",
+    )
+    s = serve()
+    argv = ["check", "--server", s.address, "--model", str(models["challenger"]), "--dataset", "pets"]
+    argv += ["--policy-file", str(policy), "--baseline", str(models["champion"]), "--format", "json"]
+    assert main(argv) == 1
+    document = json.loads(capsys.readouterr().out)
+    assert [r["status"] for r in document["rules"]] == ["pass", "fail", "pass", "pass"]
+    assert set(document["metrics"]["latency"]["p90"]) >= {"candidate_ms", "champion_ms", "threads", "device"}
+    assert document["metrics"]["memory"]["memory"]["peak_rss_mb"] > 0
