@@ -17,11 +17,12 @@ import datetime as dt
 import logging
 import os
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from gate.cache import Caches, results_key
+from gate.corruptions.evidence import robustness_refusal, robustness_step
 from gate.datasets import Dataset, load_dataset, load_train_sample
 from gate.datasets.metadata import metadata_columns
 from gate.deployment.diagnosis import diagnose
@@ -159,6 +160,8 @@ def check_evidence(
             missing.append(f"rule '{rule.id}' ({rule.type}) needs {NEEDS['baseline']}")
         elif rule.needs == "fingerprint" and not has_fingerprint:
             missing.append(f"rule '{rule.id}' ({rule.type}) needs {NEEDS['fingerprint']}")
+        elif rule.needs == "robustness" and (why := robustness_refusal(rule, ds, has_baseline)):
+            missing.append(f"rule '{rule.id}' ({rule.type}): {why}")
         elif rule.needs == "train_sample" and ds.train_sample is None:
             missing.append(
                 f"rule '{rule.id}' ({rule.type}) needs a training sample, and dataset '{ds.name}' has none"
@@ -210,10 +213,9 @@ def _run(verdict: Verdict, dataset: Dataset | PathLike, policy: Policy | PathLik
     verdict.metrics = run.metrics.to_dict() | verdict_slices(run.table, pol.rules)
     diagnose(verdict, run.metrics)
     context = RuleContext(run.metrics, table=run.table)
-    champion_model = None
-    if inp.baseline is not None:
-        champion = _run_baseline(inp, ds, req)
-        champion_model = champion.model
+    champion = _run_baseline(inp, ds, req) if inp.baseline is not None else None
+    champion_model = champion.model if champion is not None else None
+    if champion is not None:
         evidence = _comparison(champion, _baseline_label(inp), run)
         verdict.baseline = evidence.to_dict()
         context = replace(context, baseline=evidence)
@@ -226,6 +228,10 @@ def _run(verdict: Verdict, dataset: Dataset | PathLike, policy: Policy | PathLik
     if deployment is not None:
         verdict.metrics = {**verdict.metrics, **deployment.metrics()}
         context = replace(context, deployment=deployment)
+    if "robustness" in pol.needs:
+        context = robustness_step(
+            verdict.metrics, pol, ds, context, _corrupted_runner(req), (run, champion), caches=req.caches
+        )
 
     verdict.rules = apply_policy(pol, run.metrics, context)
     verdict.decision = decide(verdict.rules)
@@ -237,6 +243,13 @@ def _run(verdict: Verdict, dataset: Dataset | PathLike, policy: Policy | PathLik
         }
     elif inp.predictions_out is not None:
         _export(run.table, inp.predictions_out)
+
+
+def _corrupted_runner(req: _Request) -> Callable[[ModelInput, Dataset], PredictionTable]:
+    """Runs a model on a corrupted view: the same engine, without the clean tensor cache
+    (the view caches its own pixels per cell)."""
+    plain = replace(req, caches=replace(req.caches, tensors=None))
+    return lambda model, view: _run_model(model, view, plain, progress=req.progress).table
 
 
 def _baseline_label(inp: _Inputs) -> str | None:

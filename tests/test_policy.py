@@ -26,7 +26,7 @@ EXPECTED_PROBLEMS = {
     "unknown-rule-type.yaml": [
         "rule 'acc' (line 4): unknown rule type 'metrc' (did you mean 'metric'?); known types: metric, per_class,"
         " min_support, imbalance, majority_baseline, confusion, baseline, train_test_gap, leakage, per_slice,"
-        " slice_gap, model_contract, latency, memory, provider_parity"
+        " slice_gap, model_contract, latency, memory, provider_parity, robustness"
     ],
     "unknown-metric.yaml": [
         "rule 'acc' (line 4): unknown metric 'acuracy' (did you mean 'accuracy'?); known: accuracy,"
@@ -155,6 +155,7 @@ def test_registry_is_complete_and_every_type_documents_what_it_catches() -> None
         "latency",
         "memory",
         "provider_parity",
+        "robustness",
     }
     assert all(cls.catches for cls in RULE_TYPES.values())
 
@@ -426,10 +427,12 @@ VACUOUS = {
     "{id: v, type: per_slice, slice: camera, metric: recall, min: 0}": "min 0: no recall is below 0",
     "{id: v, type: slice_gap, slice: camera, metric: recall, max_gap: 1}": "max_gap 1: no two values in [0, 1]",
     "{id: v, type: provider_parity, max_disagreement: 1}": "a disagreement rate cannot exceed 1",
+    "{id: v, type: robustness, corruptions: [contrast], metric: accuracy, min: 0}": "no corrupted image can break",
 }
 
 # each one notch away from vacuous: a model can fail it
 NOT_VACUOUS = [
+    "{id: v, type: robustness, corruptions: [contrast], metric: accuracy, min: 0.01}",
     "{id: v, type: metric, metric: accuracy, min: 0.01}",
     "{id: v, type: metric, metric: accuracy, min: 0, max: 0.99}",
     "{id: v, type: metric, metric: imbalance_ratio, min: 1, max: 1000000}",

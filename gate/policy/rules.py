@@ -42,6 +42,9 @@ from gate.policy.slice_rules import PerSliceRule, SliceGapRule
 # isort: split
 from gate.policy.deployment_rules import LatencyRule, MemoryRule, ModelContractRule, ProviderParityRule
 
+# isort: split
+from gate.policy.robustness_rules import RobustnessRule
+
 __all__ = [
     "LEAKAGE_EXAMPLES",
     "RULE_TYPES",
@@ -58,6 +61,7 @@ __all__ = [
     "PerClassRule",
     "PerSliceRule",
     "ProviderParityRule",
+    "RobustnessRule",
     "Rule",
     "SliceGapRule",
     "TrainTestGapRule",
