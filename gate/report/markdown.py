@@ -86,7 +86,7 @@ def reason(verdict: Verdict) -> str:
         blocking = sum(r.severity is Severity.BLOCK for r in verdict.rules)
         warned = verdict.summary()["warnings"]
         tail = f" ({warned} warning{'s' if warned != 1 else ''})" if warned else ""
-        return f"all {blocking} blocking rule{'s' if blocking != 1 else ''} passed{tail}"
+        return f"all {blocking} blocking rule{'s' if blocking != 1 else ''} {waivers.passed_words(verdict)}{tail}"
     if verdict.decision is Decision.FAIL:
         n = sum(r.blocks for r in verdict.rules)
         return f"{n} blocking rule{'s' if n != 1 else ''} failed"

@@ -212,7 +212,8 @@ def render_text(verdict: Verdict) -> str:
         warned = v.summary()["warnings"]
         tail = f" ({warned} warning{'s' if warned != 1 else ''})" if warned else ""
         out.append(
-            f"VERDICT: PASS: all {sum(r.severity is Severity.BLOCK for r in v.rules)} blocking rules passed{tail}"
+            f"VERDICT: PASS: all {sum(r.severity is Severity.BLOCK for r in v.rules)} blocking rules"
+            f" {waivers.passed_words(v)}{tail}"
         )
     elif v.decision is Decision.FAIL:
         blocking = [r.id for r in v.rules if r.blocks]
