@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from gate.cache import Caches, results_key
 from gate.corruptions.evidence import robustness_refusal, robustness_step
 from gate.datasets import Dataset, load_dataset, load_train_sample
+from gate.datasets.metadata import metadata_columns
 from gate.deployment.diagnosis import diagnose
 from gate.deployment.steps import contract_stop, describe, measure, reference_sources
 from gate.engines import engine_for
@@ -34,6 +35,7 @@ from gate.metrics import ClassificationMetrics
 from gate.policy import Policy, apply_policy, load_policy
 from gate.policy.context import NEEDS, BaselineRun, LeakageInputs, RuleContext, TrainSample
 from gate.policy.deployment_rules import deployment_problems
+from gate.policy.slice_rules import slice_problems, verdict_slices
 from gate.predictions import PredictionTable, check_predictions_path, write_predictions
 from gate.providers import Engine, Provider
 from gate.verdict import Decision, Verdict, decide
@@ -166,6 +168,7 @@ def check_evidence(
                 " (add `train_sample:` to its spec)"
             )
     missing += deployment_problems(pol.rules, has_baseline=has_baseline, references=list(references))
+    missing += slice_problems(pol.rules, metadata_columns(ds.metadata))
     if missing:
         raise RequestError(
             f"policy '{pol.name}' cannot be applied to this request:\n" + "\n".join(f"  - {m}" for m in missing)
@@ -207,7 +210,7 @@ def _run(verdict: Verdict, dataset: Dataset | PathLike, policy: Policy | PathLik
     if run.cache:  # what each cache gave, and the version of each cache in use
         versions = {name: version.tag for name, version in req.caches.versions().items()}
         verdict.runtime["cache"] = {**run.cache, "versions": versions}
-    verdict.metrics = run.metrics.to_dict()
+    verdict.metrics = run.metrics.to_dict() | verdict_slices(run.table, pol.rules)
     diagnose(verdict, run.metrics)
     context = RuleContext(run.metrics, table=run.table)
     champion = _run_baseline(inp, ds, req) if inp.baseline is not None else None

@@ -19,6 +19,7 @@ from gate._proto.gate.v1 import gate_pb2 as pb
 from gate._proto.gate.v1 import gate_pb2_grpc as pb_grpc
 from gate.cache import Caches
 from gate.config import ServerConfig
+from gate.datasets.metadata import column_counts, metadata_columns
 from gate.errors import NotFoundError, NotReadyError, PolicyError, RequestError
 from gate.policy import parse_policy
 from gate.registry import Registry
@@ -292,6 +293,12 @@ class GateServicer(pb_grpc.GateServiceServicer):  # type: ignore[misc,unused-ign
                     classes=ds.classes,
                     description=(ds.spec.description or "").strip(),
                     support=support,
+                    metadata=[
+                        pb.MetadataColumn(
+                            name=column, values=[pb.MetadataValue(value=v, count=n) for v, n in counts.items()]
+                        )
+                        for column, counts in column_counts(metadata_columns(ds.metadata)).items()
+                    ],
                 )
             )
         return pb.ListDatasetsResponse(datasets=entries)

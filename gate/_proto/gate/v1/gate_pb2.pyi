@@ -358,20 +358,38 @@ class ListDatasetsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class DatasetEntry(_message.Message):
-    __slots__ = ("name", "sha256", "samples", "classes", "description", "support")
+    __slots__ = ("name", "sha256", "samples", "classes", "description", "support", "metadata")
     NAME_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
     SAMPLES_FIELD_NUMBER: _ClassVar[int]
     CLASSES_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     SUPPORT_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
     name: str
     sha256: str
     samples: int
     classes: _containers.RepeatedScalarFieldContainer[str]
     description: str
     support: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, name: _Optional[str] = ..., sha256: _Optional[str] = ..., samples: _Optional[int] = ..., classes: _Optional[_Iterable[str]] = ..., description: _Optional[str] = ..., support: _Optional[_Iterable[int]] = ...) -> None: ...
+    metadata: _containers.RepeatedCompositeFieldContainer[MetadataColumn]
+    def __init__(self, name: _Optional[str] = ..., sha256: _Optional[str] = ..., samples: _Optional[int] = ..., classes: _Optional[_Iterable[str]] = ..., description: _Optional[str] = ..., support: _Optional[_Iterable[int]] = ..., metadata: _Optional[_Iterable[_Union[MetadataColumn, _Mapping]]] = ...) -> None: ...
+
+class MetadataColumn(_message.Message):
+    __slots__ = ("name", "values")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    values: _containers.RepeatedCompositeFieldContainer[MetadataValue]
+    def __init__(self, name: _Optional[str] = ..., values: _Optional[_Iterable[_Union[MetadataValue, _Mapping]]] = ...) -> None: ...
+
+class MetadataValue(_message.Message):
+    __slots__ = ("value", "count")
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    value: str
+    count: int
+    def __init__(self, value: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
 
 class ListDatasetsResponse(_message.Message):
     __slots__ = ("datasets",)
