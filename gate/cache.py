@@ -49,7 +49,9 @@ log = logging.getLogger(__name__)
 
 #: The results cache's code version: bump when the stored table or inference's
 #: post-processing (probabilities, ranking, what a column holds) changes.
-RESULTS_FORMAT = "v3"  # v3: the whole predictions table (v2: predicted class and confidence)
+#: v4: the table carries the set's metadata columns; v3: the whole predictions table
+#: without them; v2: predicted class and confidence.
+RESULTS_FORMAT = "v4"
 #: The held-out hash cache's code version (the hash algorithm's own version is in each key).
 HASHES_FORMAT = "v1"
 _METADATA = "metadata."  # prefix of the metadata columns' names in an entry

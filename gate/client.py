@@ -338,6 +338,12 @@ class GateClient:
         return reply
 
     @_rpc
+    def call(self, method: str, request: Any) -> Any:
+        """A unary GateService method by its name (``"Waive"``, ``"ReplayPolicy"``...),
+        with this client's token and timeout."""
+        return getattr(self._stub, method)(request, timeout=self.timeout, metadata=self._metadata)
+
+    @_rpc
     def reload(self) -> pb.ReloadResponse:
         """Ask the server to re-read its datasets and policies (needs the admin role)."""
         reply: pb.ReloadResponse = self._stub.Reload(pb.ReloadRequest(), timeout=self.timeout, metadata=self._metadata)

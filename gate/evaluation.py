@@ -17,12 +17,14 @@ import datetime as dt
 import logging
 import os
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from gate.cache import Caches, results_key
+from gate.corruptions.evidence import robustness_refusal, robustness_step
 from gate.datasets import Dataset, load_dataset, load_train_sample
+from gate.datasets.metadata import metadata_columns
 from gate.deployment.diagnosis import diagnose
 from gate.deployment.steps import ReferenceSource, contract_stop, describe, measure, reference_sources
 from gate.engines import engine_for
@@ -33,6 +35,7 @@ from gate.metrics import ClassificationMetrics
 from gate.policy import Policy, apply_policy, load_policy
 from gate.policy.context import NEEDS, BaselineRun, LeakageInputs, RuleContext, TrainSample
 from gate.policy.deployment_rules import deployment_problems
+from gate.policy.slice_rules import slice_problems, verdict_slices
 from gate.predictions import PredictionTable, check_predictions_path, write_predictions
 from gate.providers import Engine, Provider
 from gate.verdict import Decision, Verdict, decide
@@ -158,12 +161,15 @@ def check_evidence(
             missing.append(f"rule '{rule.id}' ({rule.type}) needs {NEEDS['baseline']}")
         elif rule.needs == "fingerprint" and not has_fingerprint:
             missing.append(f"rule '{rule.id}' ({rule.type}) needs {NEEDS['fingerprint']}")
+        elif rule.needs == "robustness" and (why := robustness_refusal(rule, ds, has_baseline)):
+            missing.append(f"rule '{rule.id}' ({rule.type}): {why}")
         elif rule.needs == "train_sample" and ds.train_sample is None:
             missing.append(
                 f"rule '{rule.id}' ({rule.type}) needs a training sample, and dataset '{ds.name}' has none"
                 " (add `train_sample:` to its spec)"
             )
     missing += deployment_problems(pol.rules, has_baseline=has_baseline, references=list(references))
+    missing += slice_problems(pol.rules, metadata_columns(ds.metadata))
     if missing:
         raise RequestError(
             f"policy '{pol.name}' cannot be applied to this request:\n" + "\n".join(f"  - {m}" for m in missing)
@@ -205,13 +211,12 @@ def _run(verdict: Verdict, dataset: Dataset | PathLike, policy: Policy | PathLik
     if run.cache:  # what each cache gave, and the version of each cache in use
         versions = {name: version.tag for name, version in req.caches.versions().items()}
         verdict.runtime["cache"] = {**run.cache, "versions": versions}
-    verdict.metrics = run.metrics.to_dict()
+    verdict.metrics = run.metrics.to_dict() | verdict_slices(run.table, pol.rules)
     diagnose(verdict, run.metrics)
     context = RuleContext(run.metrics, table=run.table)
-    champion_model = None
-    if inp.baseline is not None:
-        champion = _run_baseline(inp, ds, req)
-        champion_model = champion.model
+    champion = _run_baseline(inp, ds, req) if inp.baseline is not None else None
+    champion_model = champion.model if champion is not None else None
+    if champion is not None:
         evidence = _comparison(champion, _baseline_label(inp), run)
         verdict.baseline = evidence.to_dict()
         context = replace(context, baseline=evidence)
@@ -224,6 +229,10 @@ def _run(verdict: Verdict, dataset: Dataset | PathLike, policy: Policy | PathLik
     if deployment is not None:
         verdict.metrics = {**verdict.metrics, **deployment.metrics()}
         context = replace(context, deployment=deployment)
+    if "robustness" in pol.needs:
+        context = robustness_step(
+            verdict.metrics, pol, ds, context, _corrupted_runner(req), (run, champion), caches=req.caches
+        )
 
     verdict.rules = apply_policy(pol, run.metrics, context)
     verdict.decision = decide(verdict.rules)
@@ -235,6 +244,13 @@ def _run(verdict: Verdict, dataset: Dataset | PathLike, policy: Policy | PathLik
         }
     elif inp.predictions_out is not None:
         _export(run.table, inp.predictions_out)
+
+
+def _corrupted_runner(req: _Request) -> Callable[[ModelInput, Dataset], PredictionTable]:
+    """Runs a model on a corrupted view: the same engine, without the clean tensor cache
+    (the view caches its own pixels per cell)."""
+    plain = replace(req, caches=replace(req.caches, tensors=None))
+    return lambda model, view: _run_model(model, view, plain, progress=req.progress).table
 
 
 def _baseline_label(inp: _Inputs) -> str | None:

@@ -13,7 +13,9 @@ Columns, one row per sample, in dataset order:
 * ``top_k``: the k = min(5, K) most probable classes, most probable first, with their
   probabilities (a tie goes to the lower class index, as ``argmax`` does, so the first
   entry is always ``predicted`` / ``confidence``);
-* ``metadata``: named string columns describing each sample (none yet).
+* ``metadata``: named string columns describing each sample (camera, site...), from the
+  dataset's manifest columns or metadata table (:mod:`gate.datasets.metadata`); empty
+  for a set without metadata.
 
 Exported files (``.csv``, or ``.parquet`` when pyarrow is installed) hold the columns
 ``sample_id, label, predicted, confidence, top_k``, then ``top1_class, top1_score, ...,
@@ -153,6 +155,7 @@ def build_table(
     confidence: npt.NDArray[np.float32],
     top_class: npt.NDArray[np.int64],
     top_score: npt.NDArray[np.float32],
+    metadata: Mapping[str, npt.NDArray[np.str_]] | None = None,
 ) -> PredictionTable:
     """A table from a dataset's facts (classes, ids, labels) and a model's outputs."""
     return PredictionTable(
@@ -163,6 +166,7 @@ def build_table(
         confidence=confidence,
         top_k_class=top_class,
         top_k_score=top_score,
+        metadata=dict(metadata or {}),
     )
 
 

@@ -586,8 +586,9 @@ def _expected(rule: Rule, m: ClassificationMetrics, cm: np.ndarray) -> tuple[Sta
 
 
 # rule types that judge evidence beyond one confusion matrix: fuzzed on their own below
-# (leakage's near-duplicate search against brute force in tests/test_fingerprint.py)
-CONTEXT_RULES = {"baseline", "train_test_gap", "leakage"}
+# (leakage's near-duplicate search against brute force in tests/test_fingerprint.py,
+# robustness's cells against recomputed metrics in tests/test_robustness_rule_checks.py)
+CONTEXT_RULES = {"baseline", "train_test_gap", "leakage", "robustness"}
 
 
 def test_the_valid_policy_generator_covers_every_rule_type() -> None:

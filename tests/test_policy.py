@@ -25,8 +25,8 @@ EXPECTED_PROBLEMS = {
     ],
     "unknown-rule-type.yaml": [
         "rule 'acc' (line 4): unknown rule type 'metrc' (did you mean 'metric'?); known types: metric, per_class,"
-        " min_support, imbalance, majority_baseline, confusion, baseline, train_test_gap, leakage, model_contract,"
-        " latency, memory, provider_parity"
+        " min_support, imbalance, majority_baseline, confusion, baseline, train_test_gap, leakage, per_slice,"
+        " slice_gap, model_contract, latency, memory, provider_parity, robustness"
     ],
     "unknown-metric.yaml": [
         "rule 'acc' (line 4): unknown metric 'acuracy' (did you mean 'accuracy'?); known: accuracy,"
@@ -149,10 +149,13 @@ def test_registry_is_complete_and_every_type_documents_what_it_catches() -> None
         "baseline",
         "train_test_gap",
         "leakage",
+        "per_slice",
+        "slice_gap",
         "model_contract",
         "latency",
         "memory",
         "provider_parity",
+        "robustness",
     }
     assert all(cls.catches for cls in RULE_TYPES.values())
 
@@ -421,11 +424,15 @@ VACUOUS = {
         "no drop can break max_drop 1 and max_relative_drop 1"
     ),
     "{id: v, type: train_test_gap, metric: accuracy, max_gap: 1}": "no gap exceeds max_gap 1",
+    "{id: v, type: per_slice, slice: camera, metric: recall, min: 0}": "min 0: no recall is below 0",
+    "{id: v, type: slice_gap, slice: camera, metric: recall, max_gap: 1}": "max_gap 1: no two values in [0, 1]",
     "{id: v, type: provider_parity, max_disagreement: 1}": "a disagreement rate cannot exceed 1",
+    "{id: v, type: robustness, corruptions: [contrast], metric: accuracy, min: 0}": "no corrupted image can break",
 }
 
 # each one notch away from vacuous: a model can fail it
 NOT_VACUOUS = [
+    "{id: v, type: robustness, corruptions: [contrast], metric: accuracy, min: 0.01}",
     "{id: v, type: metric, metric: accuracy, min: 0.01}",
     "{id: v, type: metric, metric: accuracy, min: 0, max: 0.99}",
     "{id: v, type: metric, metric: imbalance_ratio, min: 1, max: 1000000}",
@@ -440,6 +447,8 @@ NOT_VACUOUS = [
     "{id: v, type: baseline, metric: ece, max_relative_drop: 1}",
     "{id: v, type: train_test_gap, metric: accuracy, max_gap: 0.99}",
     "{id: v, type: leakage, max_hamming: 24, max_overlap: 0.99}",
+    "{id: v, type: per_slice, slice: camera, metric: recall, min: 0.01}",
+    "{id: v, type: slice_gap, slice: camera, metric: accuracy, max_gap: 0.99}",
     "{id: v, type: provider_parity, max_disagreement: 1, max_prob_diff: 0.5}",
 ]
 

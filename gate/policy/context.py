@@ -8,7 +8,9 @@ it (see :attr:`gate.policy.rules.Rule.needs`):
 * ``train_sample``: the candidate's metrics on a sample of its training data
   (``train_test_gap`` rules);
 * ``fingerprint``: perceptual hashes of the held-out images and of the training
-  images (``leakage`` rules).
+  images (``leakage`` rules);
+* ``robustness``: the candidate's (and the champion's) runs on corrupted copies of the
+  held-out images (``robustness`` rules).
 
 Every rule may also read the candidate's predictions table (:attr:`RuleContext.table`,
 always set by an evaluation): per-sample labels, predictions, confidences, top-k and
@@ -37,6 +39,7 @@ NEEDS: dict[str, str] = {
     "train_sample": "a training sample for the dataset (`train_sample:` in the dataset spec)",
     "fingerprint": "a fingerprint file of the training images (`gate fingerprint`, then `--fingerprint FILE`;"
     " API: fingerprint)",
+    "robustness": "image samples to corrupt (an image folder, manifest or spec; not an .npz of tensors)",
 }
 
 
@@ -84,6 +87,19 @@ class LeakageInputs:
 
 
 @dataclass(frozen=True)
+class RobustnessRun:
+    """Runs on corrupted copies of the held-out set under one seed: the clean table and one
+    table per (corruption, severity), rows in the clean set's order; the champion's too
+    when there is one (see :mod:`gate.corruptions.evidence`)."""
+
+    seed: int
+    clean: PredictionTable
+    cells: dict[tuple[str, int], PredictionTable]
+    champion_clean: PredictionTable | None = None
+    champion_cells: dict[tuple[str, int], PredictionTable] | None = None
+
+
+@dataclass(frozen=True)
 class RuleContext:
     metrics: ClassificationMetrics
     baseline: BaselineRun | None = None
@@ -93,9 +109,14 @@ class RuleContext:
     table: PredictionTable | None = None
     # the model's description and serving measurements, for deployment rules
     deployment: DeploymentEvidence | None = None
+    # runs on corrupted images, by seed
+    robustness: dict[int, RobustnessRun] | None = None
 
     def has(self, need: str) -> bool:
         """Whether the evidence named by ``need`` (a key of NEEDS) is here."""
-        return {"baseline": self.baseline, "train_sample": self.train_sample, "fingerprint": self.leakage}[
-            need
-        ] is not None
+        return {
+            "baseline": self.baseline,
+            "train_sample": self.train_sample,
+            "fingerprint": self.leakage,
+            "robustness": self.robustness,
+        }[need] is not None

@@ -37,9 +37,13 @@ from gate.policy.matrix_rules import (
 # the evidence rules register after the matrix rules: the registry's order is the order
 # in which messages list the known types
 from gate.policy.evidence_rules import LEAKAGE_EXAMPLES, BaselineRule, LeakageRule, TrainTestGapRule
+from gate.policy.slice_rules import PerSliceRule, SliceGapRule
 
 # isort: split
 from gate.policy.deployment_rules import LatencyRule, MemoryRule, ModelContractRule, ProviderParityRule
+
+# isort: split
+from gate.policy.robustness_rules import RobustnessRule
 
 __all__ = [
     "LEAKAGE_EXAMPLES",
@@ -55,8 +59,11 @@ __all__ = [
     "MinSupportRule",
     "ModelContractRule",
     "PerClassRule",
+    "PerSliceRule",
     "ProviderParityRule",
+    "RobustnessRule",
     "Rule",
+    "SliceGapRule",
     "TrainTestGapRule",
     "fmt",
     "fmt_vs",

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from html import escape
 from typing import TYPE_CHECKING, Any
 
-from gate.report import evidence
+from gate.report import evidence, waivers
 from gate.report.deployment import deployment_html
 from gate.report.markdown import (
     HEADLINE,
@@ -80,6 +80,7 @@ pre { white-space: pre-wrap; word-break: break-word; margin: 0; }
 .badge.inconclusive { background: #8250df; }
 .badge.error { background: #d4a72c; color: #1f2328; }
 .badge.warn { background: #9a6700; }
+.badge.waived { background: #bc4c00; }
 tr.blocking td { background: #fff5f5; }
 td.below, td.worse { color: #cf222e; font-weight: 700; }
 td.better { color: #1a7f37; }
@@ -631,7 +632,7 @@ def render_html(verdict: Verdict) -> str:
     if v.metrics:
         body += _metrics(v.metrics)
     if v.rules:
-        body += _rules(v) + _leaks(v)
+        body += _rules(v) + _leaks(v) + waivers.waiver_html(v)
     compared = evidence.comparison(v)
     if compared is not None:
         body += _comparison(compared)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gate.metrics import PER_CLASS_METRICS
+from gate.report import waivers
 from gate.report.deployment import deployment_markdown
 from gate.report.evidence import (
     MAX_LEAK_EXAMPLES,
@@ -54,6 +55,7 @@ _STATUS = {
     Status.FAIL: "❌ fail",
     Status.INCONCLUSIVE: "❔ inconclusive",
     Status.ERROR: "💥 error",
+    Status.WAIVED: waivers.MARKDOWN_MARK,
 }
 
 
@@ -412,7 +414,7 @@ def render_markdown(verdict: Verdict) -> str:
     if v.error:
         out += ["", *_error_block(v)]
     if v.rules:
-        out += ["", *_rules(v), *_leaks(v)]
+        out += ["", *_rules(v), *_leaks(v), *waivers.waiver_markdown(v)]
     m = v.metrics
     if m:
         out += ["", *_headline(m)]

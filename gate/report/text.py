@@ -8,6 +8,7 @@ from __future__ import annotations
 import textwrap
 from typing import Any
 
+from gate.report import waivers
 from gate.report.deployment import deployment_text
 from gate.report.evidence import (
     MAX_LEAK_EXAMPLES,
@@ -29,6 +30,7 @@ _MARKS = {
     Status.FAIL: "✗ FAIL",
     Status.INCONCLUSIVE: "? INCONCLUSIVE",
     Status.ERROR: "! ERROR",
+    Status.WAIVED: waivers.TEXT_MARK,
 }
 _WRAP = 100  # long explanations are wrapped to this width
 _HEADLINE = (
@@ -201,6 +203,7 @@ def render_text(verdict: Verdict) -> str:
             out.append(f"  {_mark(r).ljust(marks)}  {r.id.ljust(width)}  {r.message}")
             out += _leaks(r, 2 + marks + 2 + width + 2)
 
+    out += waivers.waiver_text(v)
     if v.error:
         out += ["", f"error: {v.error['type']}: {v.error['message']}"]
 

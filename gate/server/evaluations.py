@@ -69,6 +69,7 @@ from gate.server.workers import (
 from gate.store import AuditLog
 from gate.store.models import SHA256_RE, ModelStore
 from gate.verdict import Decision, Verdict
+from gate.waivers import apply_waivers, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +169,7 @@ class EvaluationService:
         self._unrecorded_lock = threading.Lock()
         self._retrier: threading.Thread | None = None
         self._results = Caches(results=ResultCache(config.cache_dir / "results"))  # what the workers left there
+        self.clock: Callable[[], dt.datetime] = utc_now  # judges which waivers are valid
 
     # -- one evaluation --------------------------------------------------------------------
 
@@ -331,7 +333,7 @@ class EvaluationService:
                 elif isinstance(reply, Done):
                     result = Verdict.from_dict(reply.verdict)
                     result.evaluation_id, result.labels = evaluation.evaluation_id, evaluation.verdict.labels
-                    return result
+                    return self._apply_waivers(result)
                 elif isinstance(reply, Failed):  # the job failed before evaluate could judge
                     evaluation.fail(reply.error())
                     return evaluation.verdict
@@ -342,12 +344,34 @@ class EvaluationService:
                 " exhausted the worker's memory"
             ) from e
 
+    def _apply_waivers(self, verdict: Verdict) -> Verdict:
+        """The verdict with the waivers valid now for its model and dataset applied."""
+        if verdict.decision is not Decision.FAIL:
+            return verdict
+        found = self.store.waivers(model_sha256=verdict.model.get("sha256"), dataset=verdict.dataset.get("name"))
+        return apply_waivers(verdict, found, at=self.clock())
+
     def _finished(self, evaluation: _Evaluation) -> Finished:
         verdict = self._close(evaluation)
         attestation = None
         if self.signing_key is not None:  # PASS, FAIL and ERROR alike; `gate verify` accepts only PASS
             attestation = render_attestation(sign_verdict(verdict, self.signing_key))
+            self._keep_attestation(verdict, attestation)
         return Finished(verdict, attestation)
+
+    def _keep_attestation(self, verdict: Verdict, attestation: str) -> None:
+        """Keep the attestation in the audit log for GetVerdict. The verdict is recorded
+        already; an attestation the log refuses is still returned to the caller."""
+        assert verdict.evaluation_id is not None
+        try:
+            self.store.record_attestation(verdict.evaluation_id, attestation)
+        except GateError as e:
+            log.error("evaluation %s: its attestation could not be recorded: %s", verdict.evaluation_id, e.message)
+
+    @property
+    def results_cache(self) -> ResultCache | None:
+        """The predictions tables the workers left: replays judge them without a model."""
+        return self._results.results
 
     # -- predictions -----------------------------------------------------------------------
 
