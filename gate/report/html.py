@@ -34,6 +34,7 @@ from gate.report.markdown import (
     reason,
     run_facts,
 )
+from gate.report.slices import render_html_slices
 from gate.verdict import Decision, RuleResult, Severity, Status, Verdict
 
 if TYPE_CHECKING:
@@ -642,6 +643,7 @@ def render_html(verdict: Verdict) -> str:
     body += deployment_html(v, e)
     if v.metrics and v.metrics.get("per_class"):
         body += _per_class(v, v.metrics)
+    body += render_html_slices(v, e)
     if v.metrics:
         body += _calibration(v.metrics, compared)
     body += ["<footer>gate verdict, schema gate.verdict/v1</footer>", "</main>"]

@@ -23,6 +23,7 @@ from gate.report.evidence import (
     signed,
     training_sample,
 )
+from gate.report.slices import render_text_slices
 from gate.verdict import Decision, RuleResult, Severity, Status, Verdict
 
 _MARKS = {
@@ -186,6 +187,7 @@ def render_text(verdict: Verdict) -> str:
             [name, *map(str, row)] for name, row in zip(classes, m["confusion_matrix"], strict=True)
         ]
         out += _table(rows)
+    out += render_text_slices(v)
 
     compared = comparison(v)
     if compared is not None:
