@@ -33,6 +33,7 @@ from gate.report.evidence import (
     signed,
     training_sample,
 )
+from gate.report.robustness import robustness_markdown
 from gate.report.slices import render_markdown_slices
 from gate.verdict import Decision, RuleResult, Severity, Status, Verdict
 
@@ -432,6 +433,7 @@ def render_markdown(verdict: Verdict) -> str:
     if train is not None:
         out += ["", *_training(train)]
     out += deployment_markdown(v, md)
+    out += robustness_markdown(v, md)
     footer = _footer(v)
     if footer:
         out += ["", footer]
