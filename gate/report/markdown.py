@@ -34,6 +34,7 @@ from gate.report.evidence import (
     training_sample,
 )
 from gate.report.robustness import robustness_markdown
+from gate.report.slices import render_markdown_slices
 from gate.verdict import Decision, RuleResult, Severity, Status, Verdict
 
 #: The metrics worth a glance, in the order people read them, with their display names.
@@ -424,6 +425,7 @@ def render_markdown(verdict: Verdict) -> str:
             confusion = _confusion(m)
             if confusion:
                 out += ["", *confusion]
+        out += render_markdown_slices(v, md)
     compared = comparison(v)
     if compared is not None:
         out += ["", *_comparison(compared)]

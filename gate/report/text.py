@@ -24,6 +24,7 @@ from gate.report.evidence import (
     training_sample,
 )
 from gate.report.robustness import robustness_text
+from gate.report.slices import render_text_slices
 from gate.verdict import Decision, RuleResult, Severity, Status, Verdict
 
 _MARKS = {
@@ -187,6 +188,7 @@ def render_text(verdict: Verdict) -> str:
             [name, *map(str, row)] for name, row in zip(classes, m["confusion_matrix"], strict=True)
         ]
         out += _table(rows)
+    out += render_text_slices(v)
 
     compared = comparison(v)
     if compared is not None:
