@@ -26,7 +26,7 @@ from gate.corruptions.evidence import robustness_refusal, robustness_step
 from gate.datasets import Dataset, load_dataset, load_train_sample
 from gate.datasets.metadata import metadata_columns
 from gate.deployment.diagnosis import diagnose
-from gate.deployment.steps import contract_stop, describe, measure, reference_sources
+from gate.deployment.steps import ReferenceSource, contract_stop, describe, measure, reference_sources
 from gate.engines import engine_for
 from gate.engines.base import ModelInput, ProgressFn, RunOptions, read_model
 from gate.errors import GateError, InternalError, RequestError
@@ -67,7 +67,7 @@ def evaluate(
     model_sha256: str | None = None,
     baseline_sha256: str | None = None,
     predictions_out: PathLike | None = None,
-    references: Mapping[str, ModelSource] | None = None,
+    references: Mapping[str, ReferenceSource] | None = None,
 ) -> Verdict:
     """Run ``model`` on ``dataset`` and judge it by ``policy``; never raises for bad input.
 
@@ -87,7 +87,8 @@ def evaluate(
     local one); the verdict is the same as the local engine's. ``predictions_out``
     (``.csv`` or ``.parquet``) receives the candidate's predictions table when the
     verdict is PASS or FAIL (see :mod:`gate.predictions`). ``references``: the reference
-    models ``provider_parity`` rules name, by name (default: files beside the policy file).
+    models ``provider_parity`` rules name, by name (default: files beside the policy file);
+    a ``PinnedModel`` is a stored file checked against its SHA-256 as it is read.
     """
     started = time.perf_counter()
     verdict = Verdict(
@@ -135,7 +136,7 @@ class _Inputs:
     baseline_sha256: str | None
     fingerprint: bytes | PathLike | None
     predictions_out: PathLike | None
-    references: Mapping[str, ModelSource] | None = None
+    references: Mapping[str, ReferenceSource] | None = None
 
 
 @dataclass(frozen=True)

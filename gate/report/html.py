@@ -34,6 +34,8 @@ from gate.report.markdown import (
     reason,
     run_facts,
 )
+from gate.report.robustness import robustness_html
+from gate.report.slices import render_html_slices
 from gate.verdict import Decision, RuleResult, Severity, Status, Verdict
 
 if TYPE_CHECKING:
@@ -640,8 +642,10 @@ def render_html(verdict: Verdict) -> str:
     if train is not None:
         body += _training(train)
     body += deployment_html(v, e)
+    body += robustness_html(v, e, _draw)
     if v.metrics and v.metrics.get("per_class"):
         body += _per_class(v, v.metrics)
+    body += render_html_slices(v, e)
     if v.metrics:
         body += _calibration(v.metrics, compared)
     body += ["<footer>gate verdict, schema gate.verdict/v1</footer>", "</main>"]
