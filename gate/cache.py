@@ -39,9 +39,10 @@ from gate.providers import PROVIDERS
 
 log = logging.getLogger(__name__)
 
-_RESULTS_FORMAT = "gate.results/v3"  # v3: the whole predictions table (v2: predicted class and confidence)
+# v4: the table with the given label's probability (v3: without it; v2: predicted class and confidence)
+_RESULTS_FORMAT = "gate.results/v4"
 _METADATA = "metadata."  # prefix of the metadata columns' names in an entry
-_COLUMNS = ("sample_id", "label", "predicted", "confidence", "top_k_class", "top_k_score")
+_COLUMNS = ("sample_id", "label", "predicted", "confidence", "top_k_class", "top_k_score", "label_score")
 
 
 class ResultCache:
@@ -70,9 +71,12 @@ class ResultCache:
         path = self.root / f"{key}.npz"
         try:
             with np.load(path, allow_pickle=False) as f:
+                columns: dict[str, Any] = {name: f[name] for name in _COLUMNS}
+                if np.isnan(columns["label_score"]).any():
+                    columns["label_score"] = None
                 table = PredictionTable(
                     classes=tuple(str(c) for c in f["classes"]),
-                    **{name: f[name] for name in _COLUMNS},
+                    **columns,
                     metadata={n[len(_METADATA) :]: f[n] for n in f.files if n.startswith(_METADATA)},
                 )
         except FileNotFoundError:
@@ -87,6 +91,8 @@ class ResultCache:
 
     def put(self, key: str, table: PredictionTable) -> None:
         arrays: dict[str, Any] = {name: getattr(table, name) for name in _COLUMNS}
+        if table.label_score is None:  # a table built without it: stored as "unknown" (NaN)
+            arrays["label_score"] = np.full(len(table), np.nan, dtype=np.float32)
         arrays["classes"] = np.asarray(table.classes, dtype=np.str_)
         arrays.update({_METADATA + name: values for name, values in table.metadata.items()})
         buffer = io.BytesIO()

@@ -25,6 +25,7 @@ from gate.datasets import Dataset, load_dataset, load_train_sample
 from gate.engines import engine_for
 from gate.engines.base import ModelInput, ProgressFn, RunOptions, read_model
 from gate.errors import GateError, InternalError, RequestError
+from gate.heldout.audit import audit_heldout
 from gate.inference import resolve_provider, runtime_versions
 from gate.metrics import ClassificationMetrics
 from gate.policy import Policy, apply_policy, load_policy
@@ -186,16 +187,20 @@ def _run(verdict: Verdict, dataset: Dataset | PathLike, policy: Policy | PathLik
         verdict.runtime["cache"] = run.cache
     verdict.metrics = run.metrics.to_dict()
     context = RuleContext(run.metrics, table=run.table)
+    champion_table = None
     if inp.baseline is not None:
         champion = _run_baseline(inp, ds, req)
         evidence = _comparison(champion, _baseline_label(inp), run)
         verdict.baseline = evidence.to_dict()
-        context = replace(context, baseline=evidence)
+        context, champion_table = replace(context, baseline=evidence), champion.table
     if "train_sample" in pol.needs:
         verdict.train_sample, train = _run_train_sample(candidate, ds, req)
         context = replace(context, train_sample=train)
     if prints is not None:
         context = replace(context, leakage=_leakage_inputs(ds, prints, req.caches))
+    found = audit_heldout(pol, ds, context, champion_table, req.caches)
+    context, verdict.metrics = found.context, {**verdict.metrics, **found.metrics}
+    verdict.dataset_audit = {**(verdict.dataset_audit or {}), **found.audit} or verdict.dataset_audit
 
     verdict.rules = apply_policy(pol, run.metrics, context)
     verdict.decision = decide(verdict.rules)

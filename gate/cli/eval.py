@@ -61,6 +61,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="FILE",
         help="write the per-sample predictions table there (.csv, or .parquet with gate[parquet]) on PASS or FAIL",
     )
+    add_label_issues_option(ev)
     add_evidence_options(ev)
     _signing_options(ev)
     add_report_options(ev)
@@ -80,6 +81,15 @@ def add_evidence_options(p: argparse.ArgumentParser) -> None:
         type=Path,
         metavar="FILE",
         help="perceptual hashes of the training images (`gate fingerprint`), for `leakage` rules",
+    )
+
+
+def add_label_issues_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--label-issues-out",
+        type=Path,
+        metavar="FILE.csv",
+        help="write the suspected label errors of the set there, for its owner (needs a `label_quality` rule)",
     )
 
 
@@ -125,13 +135,20 @@ def _signing_key(args: argparse.Namespace) -> Ed25519PrivateKey | None:
 
 def run(args: argparse.Namespace) -> int:
     from gate.cache import Caches
+    from gate.errors import RequestError
     from gate.evaluation import evaluate
+    from gate.heldout.issues_file import check_issues_path, deliver_label_issues
 
     caches = None if args.no_cache else Caches.at(args.cache_dir or default_cache_dir())
     try:
         key = _signing_key(args)
+        if args.label_issues_out is not None:
+            check_issues_path(args.label_issues_out)
     except _SigningKeyError as e:
         print(f"gate eval: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except RequestError as e:
+        print(f"gate eval: {e.message}", file=sys.stderr)
         return EXIT_ERROR
     progress = Progress(args.quiet)
     try:
@@ -156,4 +173,5 @@ def run(args: argparse.Namespace) -> int:
         from gate.attest import render_attestation, sign_verdict
 
         attestation = render_attestation(sign_verdict(verdict, key))
-    return deliver_verdict(verdict, attestation, args, "eval")
+    code = deliver_verdict(verdict, attestation, args, "eval")
+    return code if deliver_label_issues(verdict, args.label_issues_out, "eval") else EXIT_ERROR

@@ -100,4 +100,5 @@ def prediction_table(dataset: Dataset, predictions: Predictions) -> PredictionTa
         confidence=predictions.confidence,
         top_class=predictions.top_classes,
         top_score=predictions.top_scores,
+        label_score=predictions.label_scores,
     )

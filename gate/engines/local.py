@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from gate.datasets import TensorCacheUse
 from gate.datasets.prefetch import prefetch
 from gate.engines.base import EngineResult, ModelInput, RunOptions, prediction_table
@@ -42,6 +44,7 @@ class LocalEngine:
             total=len(dataset),
             sample_ids=dataset.sample_ids,
             progress=options.progress,
+            labels=np.asarray(dataset.labels, dtype=np.int64),
         )
         if caches.tensors is not None:
             cache_report["tensors"] = tensor_use.status

@@ -8,7 +8,10 @@ it (see :attr:`gate.policy.rules.Rule.needs`):
 * ``train_sample``: the candidate's metrics on a sample of its training data
   (``train_test_gap`` rules);
 * ``fingerprint``: perceptual hashes of the held-out images and of the training
-  images (``leakage`` rules).
+  images (``leakage`` rules);
+* ``heldout``: the audit of the held-out set itself, suspected label errors and
+  near-duplicates (``label_quality`` and ``heldout_duplicates`` rules, see
+  :mod:`gate.heldout`), which the evaluation computes whenever such a rule is present.
 
 Every rule may also read the candidate's predictions table (:attr:`RuleContext.table`,
 always set by an evaluation): per-sample labels, predictions, confidences, top-k and
@@ -19,7 +22,7 @@ a second inference pass.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -28,12 +31,17 @@ from gate.metrics import ClassificationMetrics
 from gate.predictions import PredictionTable
 from gate.stats import mcnemar_exact, paired_bootstrap
 
+if TYPE_CHECKING:
+    from gate.heldout.evidence import HeldoutEvidence
+
 #: What each kind of extra evidence is called in messages, and how a caller provides it.
 NEEDS: dict[str, str] = {
     "baseline": "a champion model to compare with (`gate eval --baseline CHAMPION.onnx`; API: baseline_sha256)",
     "train_sample": "a training sample for the dataset (`train_sample:` in the dataset spec)",
     "fingerprint": "a fingerprint file of the training images (`gate fingerprint`, then `--fingerprint FILE`;"
     " API: fingerprint)",
+    "heldout": "the held-out set's audit, which the evaluation computes from the predictions table"
+    " (rules judged on bare metrics have none)",
 }
 
 
@@ -88,9 +96,14 @@ class RuleContext:
     leakage: LeakageInputs | None = None
     # the candidate's predictions table; None only when rules are applied to bare metrics
     table: PredictionTable | None = None
+    # the held-out set's audit (label errors, duplicates), when the policy's rules ask
+    heldout: HeldoutEvidence | None = None
 
     def has(self, need: str) -> bool:
         """Whether the evidence named by ``need`` (a key of NEEDS) is here."""
-        return {"baseline": self.baseline, "train_sample": self.train_sample, "fingerprint": self.leakage}[
-            need
-        ] is not None
+        return {
+            "baseline": self.baseline,
+            "train_sample": self.train_sample,
+            "fingerprint": self.leakage,
+            "heldout": self.heldout,
+        }[need] is not None

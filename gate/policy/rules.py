@@ -37,19 +37,23 @@ from gate.policy.matrix_rules import (
 # the evidence rules register after the matrix rules: the registry's order is the order
 # in which messages list the known types
 from gate.policy.evidence_rules import LEAKAGE_EXAMPLES, BaselineRule, LeakageRule, TrainTestGapRule
+from gate.policy.heldout_rules import HeldoutDuplicatesRule, LabelQualityRule, SelectiveRule
 
 __all__ = [
     "LEAKAGE_EXAMPLES",
     "RULE_TYPES",
     "BaselineRule",
     "ConfusionRule",
+    "HeldoutDuplicatesRule",
     "ImbalanceRule",
+    "LabelQualityRule",
     "LeakageRule",
     "MajorityBaselineRule",
     "MetricRule",
     "MinSupportRule",
     "PerClassRule",
     "Rule",
+    "SelectiveRule",
     "TrainTestGapRule",
     "fmt",
     "fmt_vs",

@@ -23,6 +23,7 @@ from html import escape
 from typing import TYPE_CHECKING, Any
 
 from gate.report import evidence
+from gate.report.heldout import heldout_html
 from gate.report.markdown import (
     HEADLINE,
     Floor,
@@ -641,6 +642,7 @@ def render_html(verdict: Verdict) -> str:
         body += _per_class(v, v.metrics)
     if v.metrics:
         body += _calibration(v.metrics, compared)
+    body += heldout_html(v, _draw)
     body += ["<footer>gate verdict, schema gate.verdict/v1</footer>", "</main>"]
     head = [
         "<!DOCTYPE html>",

@@ -33,6 +33,9 @@ from gate.report.evidence import (
 )
 from gate.verdict import Decision, RuleResult, Severity, Status, Verdict
 
+# isort: split
+from gate.report.heldout import heldout_markdown
+
 #: The metrics worth a glance, in the order people read them, with their display names.
 HEADLINE: tuple[tuple[str, str], ...] = (
     ("accuracy", "accuracy"),
@@ -426,6 +429,7 @@ def render_markdown(verdict: Verdict) -> str:
     train = training_sample(v)
     if train is not None:
         out += ["", *_training(train)]
+    out += heldout_markdown(v, md)
     footer = _footer(v)
     if footer:
         out += ["", footer]

@@ -21,6 +21,7 @@ from gate.report.evidence import (
     signed,
     training_sample,
 )
+from gate.report.heldout import heldout_text
 from gate.verdict import Decision, RuleResult, Severity, Status, Verdict
 
 _MARKS = {
@@ -191,6 +192,7 @@ def render_text(verdict: Verdict) -> str:
     if train is not None:
         out += _training(train)
 
+    out += heldout_text(v)
     if v.rules:
         out += ["", "Rules"]
         width = max(len(r.id) for r in v.rules)
