@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from gate.errors import DatasetError
 from gate.heldout.duplicates import DuplicateAudit, find_duplicates
 from gate.heldout.evidence import DecisionMargin, HeldoutEvidence
 from gate.heldout.label_audit import audit_labels
@@ -77,7 +78,18 @@ def _duplicates(ds: Dataset, table: PredictionTable, radii: list[int], caches: C
     from gate.leakage import HASH_ALGORITHM, HASH_ALGORITHM_VERSION, hash_dataset
 
     algorithm = f"{HASH_ALGORITHM}-{HASH_ALGORITHM_VERSION}"
-    hashes = caches.hashes.hashes(ds, algorithm, hash_dataset) if caches.hashes is not None else hash_dataset(ds)
+    try:
+        hashes = caches.hashes.hashes(ds, algorithm, hash_dataset) if caches.hashes is not None else hash_dataset(ds)
+    except DatasetError as e:  # the hashes leakage rules use too: say which rule needed them here
+        if ds.pixel_source is None:  # tensors that are not images
+            raise DatasetError(
+                f"heldout_duplicates rules compare the held-out images by perceptual hash, and dataset '{ds.name}'"
+                f" holds samples of shape {tuple(ds.sample_shape)}, which are not images ((H, W), (H, W, C) or"
+                " (C, H, W) with C in 1, 3, 4)"
+            ) from e
+        e.message = f"heldout_duplicates rules compare the held-out images by perceptual hash: {e.message}"
+        e.args = (e.message,)
+        raise
     return {radius: find_duplicates(hashes, table.label, radius) for radius in radii}
 
 

@@ -55,9 +55,8 @@ class LabelQualityRule(Rule):
         return out
 
     def vacuous(self) -> str | None:
-        if self.margin or (self.max_rate is not None and self.max_rate < 1.0):
-            return None
-        if self.min_support:
+        # with nothing to judge at all, problems() says so; a min_support of 0 is what is vacuous
+        if self.margin or self.max_rate is not None or self.min_support != 0:
             return None
         return "no suspect rate can break it: no max_rate, no margin, and a min_support of 0"
 
@@ -225,9 +224,11 @@ class SelectiveRule(Rule):
         return list(self.classes)
 
     def vacuous(self) -> str | None:
-        floors = [self.min_coverage, self.min_accuracy, self.min_recall, *self.classes.values()]
-        if any(f is not None and not at_most(f, 0.0) for f in floors):
-            return None
+        floors = [
+            f for f in (self.min_coverage, self.min_accuracy, self.min_recall, *self.classes.values()) if f is not None
+        ]
+        if not floors or any(not at_most(f, 0.0) for f in floors):
+            return None  # no floor at all is a problem (see problems()), not a vacuous rule
         return "every floor is 0: no coverage, accuracy or recall can break it"
 
     def _threshold(self) -> dict[str, Any]:
