@@ -35,7 +35,7 @@ def _noisy_set(seed: int, *, k: int = 4, n: int = N, flip_rate: float = 0.05) ->
     logits = rng.normal(0.0, 1.0, (n, k)).astype(np.float32)
     logits[np.arange(n), true] = logits.max(axis=1) + rng.uniform(1.0, 5.0, n).astype(np.float32)
     given = true.copy()
-    flipped = rng.choice(n, int(round(flip_rate * n)), replace=False)
+    flipped = rng.choice(n, round(flip_rate * n), replace=False)
     given[flipped] = (true[flipped] + rng.integers(1, k, len(flipped))) % k
     return {"true": true, "given": given, "logits": logits, "flipped": set(flipped.tolist())}
 
