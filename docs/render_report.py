@@ -33,12 +33,8 @@ def main() -> None:
         work = Path(tmp)
         files = demo.build(work / "demo")
         verdict = evaluate(
-            files.bad_model,
-            files.heldout_spec,
-            ROOT / "policies" / "default.yaml",
-            provider="cpu",
-            model_name="gate-data/demo/bad.onnx",
-            caches=Caches.at(work / "cache"),
+            files.bad_model, files.heldout_spec, ROOT / "policies" / "default.yaml", provider="cpu",
+            model_name="gate-data/demo/bad.onnx", caches=Caches.at(work / "cache"),
         )
         page = render_html(verdict)
         for expected in ("FAIL", "three: recall 0.167 &lt; 0.800 (5/30)", "data:image/png;base64,"):
@@ -48,25 +44,11 @@ def main() -> None:
         html.write_text(page, encoding="utf-8")
         profile = work / "profile"
         subprocess.run(
-            [
-                args.chromium,
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                f"--user-data-dir={profile}",
-                "--hide-scrollbars",
-                "--window-size=1280,3600",
-                f"--screenshot={args.out}",
-                html.as_uri(),
-            ],
-            check=True,
-            capture_output=True,
-            timeout=120,
+            [args.chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={profile}", "--hide-scrollbars", "--window-size=1280,3600",
+             f"--screenshot={args.out}", html.as_uri()],
+            check=True, capture_output=True, timeout=120,
         )
     print(f"wrote {args.out}")
 
