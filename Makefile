@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-gpu fuzz bench proto clean
+.PHONY: demo test docs test-gpu fuzz bench proto clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,11 @@ test: $(STAMP)
 	@if command -v npm >/dev/null; then cd tests/interop && npm ci --no-audit --no-fund --silent; fi
 	$(BIN)/mypy
 	$(BIN)/pytest -q
+	$(MAKE) docs
+
+# the documentation site, into site/; --strict: a broken link or a missing page fails the build
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
 # the CUDA execution provider checks; they skip themselves where CUDA cannot run
 test-gpu: $(STAMP)
@@ -40,4 +45,4 @@ proto: $(STAMP)
 	$(BIN)/python proto/generate.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache tests/interop/node_modules
+	rm -rf $(VENV) site .pytest_cache .mypy_cache .ruff_cache tests/interop/node_modules

@@ -121,8 +121,8 @@ class _GraphBuilder:
         self.nodes.append(helper.make_node("Gemm", [flat, w_name, b_name], [OUTPUT], transB=1))
         return OUTPUT
 
-    def serialize(self, graph_name: str, num_classes: int) -> bytes:
-        inputs = [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ["N", 3, IMAGE_SIDE, IMAGE_SIDE])]
+    def serialize(self, graph_name: str, num_classes: int, side: int = IMAGE_SIDE) -> bytes:
+        inputs = [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ["N", 3, side, side])]
         outputs = [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ["N", num_classes])]
         graph = helper.make_graph(self.nodes, graph_name, inputs, outputs, self.initializers)
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
@@ -158,7 +158,7 @@ def resnet18(num_classes: int = 10, *, seed: int = 0) -> bytes:
     return g.serialize("resnet18", num_classes)
 
 
-def small_cnn(num_classes: int = 10, *, seed: int = 0) -> bytes:
+def small_cnn(num_classes: int = 10, *, seed: int = 0, side: int = IMAGE_SIDE) -> bytes:
     """A small, cheap CNN with random weights on the same input and output as :func:`resnet18`.
 
     Three strided 3×3 convs (16, 32, 64 channels) bring 224×224 down to 14×14 quickly, so the
@@ -169,7 +169,7 @@ def small_cnn(num_classes: int = 10, *, seed: int = 0) -> bytes:
     h = g.conv(h, 16, 32, 3, 2, relu=True)
     h = g.conv(h, 32, 64, 3, 2, relu=True)
     g.head(h, 64, num_classes)
-    return g.serialize("small_cnn", num_classes)
+    return g.serialize("small_cnn", num_classes, side)
 
 
 def parameter_count(model_bytes: bytes) -> int:

@@ -1,9 +1,9 @@
 """The baseline gate is measured against: a plain ONNX Runtime script on the same tensors.
 
-    python benchmarks/plain_ort.py MODEL.onnx TENSORS.npy BATCH [cpu|cuda]
+    python benchmarks/plain_ort.py MODEL.onnx TENSORS.npy|SET.npz BATCH [cpu|cuda]
 
-Loads the float32 tensors, creates the session, runs the batches, takes the argmax and
-prints the number of samples per predicted class. Nothing else: no checks, no metrics.
+Loads the float32 tensors (an .npy, or the ``x`` of an .npz), creates the session, runs the
+batches, takes the argmax and prints the number of samples per predicted class. Nothing else: no checks, no metrics.
 """
 
 import sys
@@ -18,7 +18,7 @@ def main() -> None:
     if provider == "cuda":
         ort.preload_dlls()
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if provider == "cuda" else ["CPUExecutionProvider"]
-    x = np.load(tensors, mmap_mode="r")
+    x = np.load(tensors)["x"] if tensors.endswith(".npz") else np.load(tensors, mmap_mode="r")
     session = ort.InferenceSession(model, providers=providers)
     name = session.get_inputs()[0].name
     predicted = []

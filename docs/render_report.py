@@ -10,11 +10,11 @@ Checks that the page shows the verdict and the confusion-matrix heatmap before s
 from __future__ import annotations
 
 import argparse
-import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from headless_chromium import default_chromium, screenshot
 
 from gate import demo
 from gate.cache import Caches
@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--chromium", default=shutil.which("chromium") or "/usr/bin/chromium")
+    ap.add_argument("--chromium", default=default_chromium())
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "report.png")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -42,14 +42,7 @@ def main() -> None:
                 sys.exit(f"the report lacks {expected!r}")
         html = work / "report.html"
         html.write_text(page, encoding="utf-8")
-        profile = work / "profile"
-        subprocess.run(
-            [args.chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={profile}", "--hide-scrollbars", "--window-size=1280,3600",
-             f"--screenshot={args.out}", html.as_uri()],
-            check=True, capture_output=True, timeout=120,
-        )
+        screenshot(html.as_uri(), args.out, chromium=args.chromium, width=1280, height=3600)
     print(f"wrote {args.out}")
 
 

@@ -13,8 +13,12 @@
 * sessions: loaded ONNX Runtime sessions per (model SHA-256, provider), in memory.
 
 Entries are written whole or not at all (:mod:`gate.atomic`). Keys are content hashes: a
-changed model, dataset or preprocessing can never hit an old entry. A cache that cannot
-be read or written only costs time: its entry is ignored, with a warning.
+changed model, dataset or preprocessing can never hit an old entry. Each on-disk cache
+keeps its entries in the directory of its version (:mod:`gate.cache_version`: the code
+that fills it, gate's, numpy's and Pillow's versions), so an entry computed by other
+code is a miss. A cache that cannot be read or written only costs time: its entry is
+ignored, with a warning. ``gate cache info|prune`` (:mod:`gate.cache_admin`) shows and
+collects them.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import io
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,15 +36,24 @@ import numpy as np
 import numpy.typing as npt
 
 from gate.atomic import atomic_write
+from gate.cache_version import CacheVersion, cache_version
 from gate.datasets import Dataset, TensorCache
+from gate.datasets import cache as datasets_cache
+from gate.datasets.cache import touch
+from gate.datasets.dataset import DIGESTS_FORMAT
 from gate.inference import SessionCache, resolve_provider, runtime_versions
 from gate.predictions import PredictionTable
 from gate.providers import PROVIDERS
 
 log = logging.getLogger(__name__)
 
-# v4: the table with the given label's probability (v3: without it; v2: predicted class and confidence)
-_RESULTS_FORMAT = "gate.results/v4"
+#: The results cache's code version: bump when the stored table or inference's
+#: post-processing (probabilities, ranking, what a column holds) changes.
+# v4: the table with the given label's probability (v3: the whole predictions table without it;
+# v2: predicted class and confidence)
+RESULTS_FORMAT = "v4"
+#: The held-out hash cache's code version (the hash algorithm's own version is in each key).
+HASHES_FORMAT = "v1"
 _METADATA = "metadata."  # prefix of the metadata columns' names in an entry
 _COLUMNS = ("sample_id", "label", "predicted", "confidence", "top_k_class", "top_k_score", "label_score")
 
@@ -50,12 +63,14 @@ class ResultCache:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        # predictions depend on the decoded pixels too: the decoder's version is part of theirs
+        self.version = cache_version("results", RESULTS_FORMAT, decoder=datasets_cache.TENSORS_FORMAT)
 
     @staticmethod
     def key(*, model_sha256: str, dataset_sha256: str, provider: str, onnxruntime: str) -> str:
         text = json.dumps(
             {
-                "format": _RESULTS_FORMAT,
+                "format": f"gate.results/{RESULTS_FORMAT}",
                 "model": model_sha256,
                 "dataset": dataset_sha256,
                 "provider": provider,
@@ -68,7 +83,7 @@ class ResultCache:
     def get(self, key: str, dataset: Dataset | None = None) -> PredictionTable | None:
         """The stored table, or None when absent or damaged, or when it does not fit
         ``dataset`` (its classes, sample ids and labels)."""
-        path = self.root / f"{key}.npz"
+        path = self.version.directory(self.root) / f"{key}.npz"
         try:
             with np.load(path, allow_pickle=False) as f:
                 columns: dict[str, Any] = {name: f[name] for name in _COLUMNS}
@@ -87,6 +102,7 @@ class ResultCache:
         if not _consistent(table) or (dataset is not None and not _fits(table, dataset)):
             log.warning("ignoring result cache entry %s: it does not fit the dataset", path)
             return None
+        touch(path)
         return table
 
     def put(self, key: str, table: PredictionTable) -> None:
@@ -98,9 +114,11 @@ class ResultCache:
         buffer = io.BytesIO()
         np.savez(buffer, **arrays)
         try:
-            atomic_write(self.root / f"{key}.npz", buffer.getvalue(), fsync=False)
+            atomic_write(self.version.directory(self.root) / f"{key}.npz", buffer.getvalue(), fsync=False)
         except OSError as e:  # a cache that cannot be written only costs speed
             log.warning("result cache unavailable at %s: %s", self.root, e)
+            return
+        self.version.mark(self.root)
 
 
 def _consistent(table: PredictionTable) -> bool:
@@ -145,16 +163,18 @@ class HeldoutHashCache:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self.version = cache_version("hashes", HASHES_FORMAT, decoder=datasets_cache.TENSORS_FORMAT)
 
     def hashes(
         self, ds: Dataset, algorithm: str, compute: Callable[[Dataset], npt.NDArray[np.uint64]]
     ) -> npt.NDArray[np.uint64]:
         """The set's hashes: stored ones when they fit, else ``compute(ds)``, then stored."""
-        path = self.root / f"{ds.sha256}-{algorithm}.npy"
+        path = self.version.directory(self.root) / f"{ds.sha256}-{algorithm}.npy"
         try:
             kept = np.load(path, allow_pickle=False)
             if kept.shape == (len(ds),) and kept.dtype == np.uint64:
                 stored: npt.NDArray[np.uint64] = kept
+                touch(path)
                 return stored
         except (OSError, ValueError):
             pass  # absent or damaged: hash again
@@ -163,6 +183,7 @@ class HeldoutHashCache:
         np.save(buffer, hashes)
         try:
             atomic_write(path, buffer.getvalue(), fsync=False)
+            self.version.mark(self.root)
         except OSError as e:  # a cache that cannot be written only costs time
             log.warning("held-out hash cache unavailable at %s: %s", self.root, e)
         return hashes
@@ -176,6 +197,16 @@ class Caches:
     digests: Path | None = None
     hashes: HeldoutHashCache | None = None  # perceptual hashes of held-out sets, for leakage rules
 
+    def versions(self) -> dict[str, CacheVersion]:
+        """The version of each on-disk cache in use (see :mod:`gate.cache_version`)."""
+        used: dict[str, CacheVersion | None] = {
+            "tensors": self.tensors.version if self.tensors is not None else None,
+            "results": self.results.version if self.results is not None else None,
+            "hashes": self.hashes.version if self.hashes is not None else None,
+            "digests": cache_version("digests", DIGESTS_FORMAT) if self.digests is not None else None,
+        }
+        return {name: version for name, version in used.items() if version is not None}
+
     @classmethod
     def at(cls, root: Path, *, sessions: int = 4, threads: int = 0) -> Caches:
         """Caches under ``root``; sessions use ``threads`` intra-op threads (0: all cores)."""
@@ -186,3 +217,17 @@ class Caches:
             root / "digests",
             HeldoutHashCache(root / "hashes"),
         )
+
+    def with_sessions(self) -> Caches:
+        """These caches, given an in-memory session cache for one evaluation when they have
+        none: every run of the same model within the evaluation (the candidate's pass and
+        the suites that run it again: corruptions, another provider, latency) shares one
+        ONNX Runtime session, created once."""
+        return self if self.sessions is not None else replace(self, sessions=SessionCache(2))
+
+    @classmethod
+    def digests_only(cls, root: Path) -> Caches:
+        """Only the file digests under ``root`` (``gate eval --no-cache``): what is decoded,
+        inferred and judged is computed afresh; a file is not hashed again while its
+        identity (path and stat signature) is unchanged."""
+        return cls(digests=root / "digests")

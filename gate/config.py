@@ -16,6 +16,7 @@ evaluation_timeout_s: 900
 max_worker_memory_bytes: null   # address-space limit of each inference worker process
 default_provider: auto          # auto | cuda | cpu
 metrics_listen: 0.0.0.0:9464     # Prometheus /metrics over HTTP (default: off)
+http_listen: 127.0.0.1:8080     # the read-only web dashboard (default: off); same TLS and tokens
 log_format: json                # text | json (one object a line, with the evaluation id)
 default_batch_size: null         # null: chosen per model (about 24 MiB of input)
 engine: local                   # local | ray: shard evaluations over a Ray cluster (needs gate[ray])
@@ -61,7 +62,9 @@ PACKAGE_ROOT = Path(__file__).resolve().parent
 DEFAULT_MAX_MESSAGE_BYTES = 8 << 20  # upload chunks are 1 MiB; inline policies at most 1 MiB
 REPLY_SIZE_FACTOR = 4  # replies (a page of verdicts with their JSON) may be larger than requests
 
-Role = Literal["submit", "admin"]  # admin may do everything submit may, and Reload
+# admin may do everything submit may, and Reload; submit and admin may also do what read
+# may: look at the web dashboard (a read token may do nothing else)
+Role = Literal["submit", "admin", "read"]
 
 
 class ConfigError(RequestError):
@@ -112,6 +115,7 @@ class ServerConfig(BaseSettings):
     default_provider: Provider = "auto"
     max_worker_memory_bytes: int | None = Field(default=None, ge=1 << 26)  # per worker process; None: no limit
     metrics_listen: str | None = None  # HOST:PORT of the Prometheus /metrics endpoint; None: off
+    http_listen: str | None = None  # HOST:PORT of the read-only web dashboard (gate.dashboard); None: off
     log_format: Literal["text", "json"] = "text"
     default_batch_size: int | None = Field(default=None, ge=1)  # None: chosen per model
     engine: Literal["local", "ray"] = "local"  # ray: sharded over a Ray cluster (gate.engines.ray_engine)
@@ -135,7 +139,7 @@ class ServerConfig(BaseSettings):
     def _one_or_many(cls, value: Any) -> Any:
         return [value] if isinstance(value, str | Path) else value
 
-    @field_validator("listen", "metrics_listen")
+    @field_validator("listen", "metrics_listen", "http_listen")
     @classmethod
     def _host_port(cls, value: str | None) -> str | None:
         if value is None:

@@ -17,11 +17,15 @@ import datetime as dt
 import logging
 import os
 import time
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from gate.cache import Caches, results_key
+from gate.corruptions.evidence import robustness_refusal, robustness_step
 from gate.datasets import Dataset, load_dataset, load_train_sample
+from gate.deployment.diagnosis import diagnose
+from gate.deployment.steps import contract_stop, describe, measure, reference_sources
 from gate.engines import engine_for
 from gate.engines.base import ModelInput, ProgressFn, RunOptions, read_model
 from gate.errors import GateError, InternalError, RequestError
@@ -30,6 +34,7 @@ from gate.inference import resolve_provider, runtime_versions
 from gate.metrics import ClassificationMetrics
 from gate.policy import Policy, apply_policy, load_policy
 from gate.policy.context import NEEDS, BaselineRun, LeakageInputs, RuleContext, TrainSample
+from gate.policy.deployment_rules import deployment_problems
 from gate.predictions import PredictionTable, check_predictions_path, write_predictions
 from gate.providers import Engine, Provider
 from gate.verdict import Decision, Verdict, decide
@@ -61,6 +66,7 @@ def evaluate(
     model_sha256: str | None = None,
     baseline_sha256: str | None = None,
     predictions_out: PathLike | None = None,
+    references: Mapping[str, ModelSource] | None = None,
 ) -> Verdict:
     """Run ``model`` on ``dataset`` and judge it by ``policy``; never raises for bad input.
 
@@ -79,7 +85,8 @@ def evaluate(
     rules. ``engine="ray"`` shards inference over a Ray cluster (``ray_address``, or a
     local one); the verdict is the same as the local engine's. ``predictions_out``
     (``.csv`` or ``.parquet``) receives the candidate's predictions table when the
-    verdict is PASS or FAIL (see :mod:`gate.predictions`).
+    verdict is PASS or FAIL (see :mod:`gate.predictions`). ``references``: the reference
+    models ``provider_parity`` rules name, by name (default: files beside the policy file).
     """
     started = time.perf_counter()
     verdict = Verdict(
@@ -89,9 +96,11 @@ def evaluate(
     )
     name = model_name if model_name is not None else None if isinstance(model, bytes) else str(model)
     verdict.model = {"sha256": None, "path": name}
-    request = _Request(provider, batch_size, progress, caches or Caches(), engine, ray_address)
+    request = _Request(provider, batch_size, progress, (caches or Caches()).with_sessions(), engine, ray_address)
     try:
-        inputs = _Inputs(model, model_sha256, baseline, baseline_name, baseline_sha256, fingerprint, predictions_out)
+        inputs = _Inputs(
+            model, model_sha256, baseline, baseline_name, baseline_sha256, fingerprint, predictions_out, references
+        )
         _run(verdict, dataset, policy, inputs, request)
     except GateError as e:
         verdict.decision = Decision.ERROR
@@ -125,6 +134,7 @@ class _Inputs:
     baseline_sha256: str | None
     fingerprint: bytes | PathLike | None
     predictions_out: PathLike | None
+    references: Mapping[str, ModelSource] | None = None
 
 
 @dataclass(frozen=True)
@@ -138,7 +148,9 @@ class _Run:
     cache: dict[str, str]
 
 
-def check_evidence(pol: Policy, ds: Dataset, *, has_baseline: bool, has_fingerprint: bool) -> None:
+def check_evidence(
+    pol: Policy, ds: Dataset, *, has_baseline: bool, has_fingerprint: bool, references: Collection[str] = ()
+) -> None:
     """Refuse, before any inference, a policy whose rules need evidence the request lacks
     (RequestError listing each rule); the service calls it before accepting an evaluation."""
     missing = []
@@ -147,11 +159,14 @@ def check_evidence(pol: Policy, ds: Dataset, *, has_baseline: bool, has_fingerpr
             missing.append(f"rule '{rule.id}' ({rule.type}) needs {NEEDS['baseline']}")
         elif rule.needs == "fingerprint" and not has_fingerprint:
             missing.append(f"rule '{rule.id}' ({rule.type}) needs {NEEDS['fingerprint']}")
+        elif rule.needs == "robustness" and (why := robustness_refusal(rule, ds, has_baseline)):
+            missing.append(f"rule '{rule.id}' ({rule.type}): {why}")
         elif rule.needs == "train_sample" and ds.train_sample is None:
             missing.append(
                 f"rule '{rule.id}' ({rule.type}) needs a training sample, and dataset '{ds.name}' has none"
                 " (add `train_sample:` to its spec)"
             )
+    missing += deployment_problems(pol.rules, has_baseline=has_baseline, references=list(references))
     if missing:
         raise RequestError(
             f"policy '{pol.name}' cannot be applied to this request:\n" + "\n".join(f"  - {m}" for m in missing)
@@ -174,33 +189,48 @@ def _run(verdict: Verdict, dataset: Dataset | PathLike, policy: Policy | PathLik
         **ds.verdict_fields(),
     }
     pol.check_classes(ds.classes)
-    check_evidence(pol, ds, has_baseline=inp.baseline is not None, has_fingerprint=inp.fingerprint is not None)
+    refs = reference_sources(pol, inp.references)
+    check_evidence(
+        pol, ds, has_baseline=inp.baseline is not None, has_fingerprint=inp.fingerprint is not None, references=refs
+    )
     prints = _read_fingerprint(inp.fingerprint) if inp.fingerprint is not None else None
     if inp.predictions_out is not None:
         check_predictions_path(inp.predictions_out)
 
     candidate = read_model(inp.model, "model", verdict.model["path"], inp.model_sha256)
     verdict.model = {"sha256": candidate.sha256, "path": verdict.model["path"], "bytes": len(candidate.data)}
+    description = describe(pol, candidate)
+    if (stopped := contract_stop(pol, description, ds.classes)) is not None:
+        verdict.rules, verdict.decision = stopped, decide(stopped)
+        return
     run = _run_model(candidate, ds, req, progress=req.progress)
     verdict.runtime = run.runtime
-    if run.cache:
-        verdict.runtime["cache"] = run.cache
+    if run.cache:  # what each cache gave, and the version of each cache in use
+        versions = {name: version.tag for name, version in req.caches.versions().items()}
+        verdict.runtime["cache"] = {**run.cache, "versions": versions}
     verdict.metrics = run.metrics.to_dict()
+    diagnose(verdict, run.metrics)
     context = RuleContext(run.metrics, table=run.table)
-    champion_table = None
-    if inp.baseline is not None:
-        champion = _run_baseline(inp, ds, req)
+    champion = _run_baseline(inp, ds, req) if inp.baseline is not None else None
+    champion_model = champion.model if champion is not None else None
+    if champion is not None:
         evidence = _comparison(champion, _baseline_label(inp), run)
         verdict.baseline = evidence.to_dict()
-        context, champion_table = replace(context, baseline=evidence), champion.table
+        context = replace(context, baseline=evidence)
     if "train_sample" in pol.needs:
         verdict.train_sample, train = _run_train_sample(candidate, ds, req)
         context = replace(context, train_sample=train)
     if prints is not None:
         context = replace(context, leakage=_leakage_inputs(ds, prints, req.caches))
-    found = audit_heldout(pol, ds, context, champion_table, req.caches)
-    context, verdict.metrics = found.context, {**verdict.metrics, **found.metrics}
-    verdict.dataset_audit = {**(verdict.dataset_audit or {}), **found.audit} or verdict.dataset_audit
+    deployment = measure(pol, description, (candidate, champion_model), ds, provider=req.provider, references=refs)
+    if deployment is not None:
+        verdict.metrics = {**verdict.metrics, **deployment.metrics()}
+        context = replace(context, deployment=deployment)
+    if "robustness" in pol.needs:
+        context = robustness_step(
+            verdict.metrics, pol, ds, context, _corrupted_runner(req), (run, champion), caches=req.caches
+        )
+    context = _audit_heldout(verdict, pol, ds, context, champion, req)
 
     verdict.rules = apply_policy(pol, run.metrics, context)
     verdict.decision = decide(verdict.rules)
@@ -212,6 +242,24 @@ def _run(verdict: Verdict, dataset: Dataset | PathLike, policy: Policy | PathLik
         }
     elif inp.predictions_out is not None:
         _export(run.table, inp.predictions_out)
+
+
+def _corrupted_runner(req: _Request) -> Callable[[ModelInput, Dataset], PredictionTable]:
+    """Runs a model on a corrupted view: the same engine, without the clean tensor cache
+    (the view caches its own pixels per cell)."""
+    plain = replace(req, caches=replace(req.caches, tensors=None))
+    return lambda model, view: _run_model(model, view, plain, progress=req.progress).table
+
+
+def _audit_heldout(
+    verdict: Verdict, pol: Policy, ds: Dataset, context: RuleContext, champion: _Run | None, req: _Request
+) -> RuleContext:
+    """The held-out audit the policy's rules ask for (:mod:`gate.heldout.audit`), into the verdict."""
+    found = audit_heldout(pol, ds, context, champion.table if champion is not None else None, req.caches)
+    if found.metrics:
+        verdict.metrics = {**(verdict.metrics or {}), **found.metrics}
+    verdict.dataset_audit = {**(verdict.dataset_audit or {}), **found.audit} or verdict.dataset_audit
+    return found.context
 
 
 def _baseline_label(inp: _Inputs) -> str | None:

@@ -49,7 +49,8 @@ def _set_optional(msg: Any, field: str, value: Any) -> None:
 def _metrics_to_pb(m: Mapping[str, Any]) -> pb.Metrics:
     out = pb.Metrics(samples=int(m.get("samples") or 0))
     for key, value in m.items():
-        if key not in ("samples", "per_class", "confusion_matrix", "calibration") and value is not None:
+        # scalars only: sections such as metrics["latency"] travel in the verdict JSON
+        if key not in ("samples", "per_class", "confusion_matrix", "calibration") and isinstance(value, int | float):
             out.values[key] = float(value)
     for name, pc in m.get("per_class", {}).items():
         cm = pb.ClassMetrics(name=name, support=pc["support"], predicted=pc["predicted"], tp=pc["tp"])

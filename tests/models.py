@@ -25,9 +25,11 @@ def _model(
     outputs: list[onnx.ValueInfoProto],
     initializers: Sequence[onnx.TensorProto] = (),
     classes: Sequence[str] | None = None,
+    *,
+    opset: int = OPSET,
 ) -> bytes:
     graph = helper.make_graph(nodes, "gate-test", inputs, outputs, list(initializers))
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = IR_VERSION
     if classes is not None:
         helper.set_model_props(model, {"classes": json.dumps(list(classes))})
@@ -195,3 +197,27 @@ def one_hot_rows(predicted: Sequence[int] | npt.ArrayLike, k: int, *, logit: flo
     rows = np.zeros((len(p), k), dtype=np.float32)
     rows[np.arange(len(p)), p] = logit
     return rows
+
+
+def typed_lookup_model(
+    k: int,
+    *,
+    input_name: str = "x",
+    elem_type: int = TensorProto.FLOAT,
+    batch: int | str = "N",
+    opset: int = OPSET,
+    classes: Sequence[str] | None = None,
+) -> bytes:
+    """:func:`lookup_model`'s answers with its signature chosen: the input's name, the
+    element type of its input, weights and scores (FLOAT16 for a half-precision
+    model), a fixed or symbolic batch, and the opset it imports."""
+    dtype = helper.tensor_dtype_to_np_dtype(elem_type)
+    init = [numpy_helper.from_array(np.arange(k, dtype=dtype).reshape(1, k), "ks")]
+    nodes = [
+        helper.make_node("Sub", [input_name, "ks"], ["d"]),
+        helper.make_node("Mul", ["d", "d"], ["d2"]),
+        helper.make_node("Neg", ["d2"], ["scores"]),
+    ]
+    inputs = [helper.make_tensor_value_info(input_name, elem_type, [batch, 1])]
+    outputs = [helper.make_tensor_value_info("scores", elem_type, [batch, k])]
+    return _model(nodes, inputs, outputs, init, classes, opset=opset)

@@ -586,8 +586,18 @@ def _expected(rule: Rule, m: ClassificationMetrics, cm: np.ndarray) -> tuple[Sta
 
 
 # rule types that judge evidence beyond one confusion matrix: fuzzed on their own below
-# (leakage's near-duplicate search against brute force in tests/test_fingerprint.py)
-CONTEXT_RULES = {"baseline", "train_test_gap", "leakage", "label_quality", "heldout_duplicates", "selective"}
+# (leakage's near-duplicate search against brute force in tests/test_fingerprint.py,
+# robustness's cells against recomputed metrics in tests/test_robustness_rule_checks.py,
+# the held-out rules against hand computation and cleanlab in tests/test_heldout_*.py)
+CONTEXT_RULES = {
+    "baseline",
+    "train_test_gap",
+    "leakage",
+    "robustness",
+    "label_quality",
+    "heldout_duplicates",
+    "selective",
+}
 
 
 def test_the_valid_policy_generator_covers_every_rule_type() -> None:

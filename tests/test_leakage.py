@@ -135,7 +135,7 @@ def test_a_clean_held_out_set_passes(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert v["rules"][0]["message"].startswith("0 of 100 held-out images (0.00%) nearly duplicate training images")
 
     # the held-out hashes are kept per dataset content; a damaged copy is hashed again
-    [kept] = (Path(os.environ["GATE_CACHE_DIR"]) / "hashes").glob("*.npy")
+    [kept] = (Path(os.environ["GATE_CACHE_DIR"]) / "hashes").glob("*/*.npy")
     hashes = np.load(kept)
     assert hashes.shape == (100,) and hashes.dtype == np.uint64
     kept.write_bytes(b"damaged")

@@ -25,8 +25,8 @@ EXPECTED_PROBLEMS = {
     ],
     "unknown-rule-type.yaml": [
         "rule 'acc' (line 4): unknown rule type 'metrc' (did you mean 'metric'?); known types: metric, per_class,"
-        " min_support, imbalance, majority_baseline, confusion, baseline, train_test_gap, leakage,"
-        " label_quality, heldout_duplicates, selective"
+        " min_support, imbalance, majority_baseline, confusion, baseline, train_test_gap, leakage, model_contract,"
+        " latency, memory, provider_parity, robustness, label_quality, heldout_duplicates, selective"
     ],
     "unknown-metric.yaml": [
         "rule 'acc' (line 4): unknown metric 'acuracy' (did you mean 'accuracy'?); known: accuracy,"
@@ -150,6 +150,11 @@ def test_registry_is_complete_and_every_type_documents_what_it_catches() -> None
         "baseline",
         "train_test_gap",
         "leakage",
+        "model_contract",
+        "latency",
+        "memory",
+        "provider_parity",
+        "robustness",
         "label_quality",
         "heldout_duplicates",
         "selective",
@@ -421,12 +426,15 @@ VACUOUS = {
         "no drop can break max_drop 1 and max_relative_drop 1"
     ),
     "{id: v, type: train_test_gap, metric: accuracy, max_gap: 1}": "no gap exceeds max_gap 1",
+    "{id: v, type: provider_parity, max_disagreement: 1}": "a disagreement rate cannot exceed 1",
+    "{id: v, type: robustness, corruptions: [contrast], metric: accuracy, min: 0}": "no corrupted image can break",
     "{id: v, type: label_quality, margin: false, min_support: 0}": "no suspect rate can break it",
     "{id: v, type: selective, threshold: 0.5, min_coverage: 0, classes: {cat: 0}}": "every floor is 0",
 }
 
 # each one notch away from vacuous: a model can fail it
 NOT_VACUOUS = [
+    "{id: v, type: robustness, corruptions: [contrast], metric: accuracy, min: 0.01}",
     "{id: v, type: metric, metric: accuracy, min: 0.01}",
     "{id: v, type: metric, metric: accuracy, min: 0, max: 0.99}",
     "{id: v, type: metric, metric: imbalance_ratio, min: 1, max: 1000000}",
@@ -441,6 +449,7 @@ NOT_VACUOUS = [
     "{id: v, type: baseline, metric: ece, max_relative_drop: 1}",
     "{id: v, type: train_test_gap, metric: accuracy, max_gap: 0.99}",
     "{id: v, type: leakage, max_hamming: 24, max_overlap: 0.99}",
+    "{id: v, type: provider_parity, max_disagreement: 1, max_prob_diff: 0.5}",
     "{id: v, type: label_quality, margin: false, max_rate: 0.99}",
     "{id: v, type: label_quality, margin: false, min_support: 1}",
     "{id: v, type: selective, threshold: 0.5, min_coverage: 0, min_recall: 0.01}",
@@ -449,8 +458,9 @@ NOT_VACUOUS = [
 
 def test_every_rule_type_has_vacuous_and_useful_examples() -> None:
     types = {parse_policy(f"version: 1\nname: x\nrules:\n  - {r}\n  - {GUARD}\n").rules[0].type for r in VACUOUS}
-    # a leakage or heldout_duplicates rule can always fail: a larger leak, more copies
-    assert types | {"leakage", "heldout_duplicates"} == set(RULE_TYPES)
+    # a leakage rule can always fail (a larger leak), and so can a contract, a time or a memory bound, and
+    # a heldout_duplicates rule (more copies)
+    assert types | {"leakage", "model_contract", "latency", "memory", "heldout_duplicates"} == set(RULE_TYPES)
 
 
 @pytest.mark.parametrize("rule", sorted(VACUOUS))

@@ -116,7 +116,7 @@ def test_gate_eval_predictions_out_on_the_demo_set_agrees_with_the_verdict(
     assert "three" in set(frame["label"]) and frame["sample_id"].iloc[0].endswith(".png")
     # served from the results cache: the very same table, without running the model
     code, warm = _gate_eval(capsys, *argv, "--predictions-out", str(again))
-    assert code == 1 and warm["runtime"]["cache"] == {"results": "hit"}
+    assert code == 1 and warm["runtime"]["cache"]["results"] == "hit" and "session" not in warm["runtime"]["cache"]
     pd.testing.assert_frame_equal(_read(again), frame)
     good = ["--model", str(digits.good_model), *argv[2:], "--predictions-out", str(tmp_path / f"good{suffix}")]
     code, passed = _gate_eval(capsys, *good)

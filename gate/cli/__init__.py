@@ -19,14 +19,14 @@ import sys
 from collections.abc import Sequence
 
 from gate import __version__
-from gate.cli import attest, auth, check, demo, fingerprint, history, policy, serve
+from gate.cli import attest, auth, cache, check, contract, demo, fingerprint, history, policy, serve
 from gate.cli import eval as eval_command
 from gate.cli.exit_codes import EXIT_ERROR
 from gate.logs import configure as configure_logging
 from gate.verdict import Decision
 
 # in the order `gate --help` lists them
-COMMAND_GROUPS = (eval_command, check, serve, history, demo, policy, fingerprint, auth, attest)
+COMMAND_GROUPS = (eval_command, check, contract, serve, history, demo, policy, fingerprint, auth, attest, cache)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -43,7 +43,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         type=Path,
         help="tensor and result caches (default: $GATE_CACHE_DIR, else $XDG_CACHE_HOME/gate or ~/.cache/gate)",
     )
-    ev.add_argument("--no-cache", action="store_true", help="decode and infer from scratch; write no cache")
+    ev.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="decode and infer from scratch: no tensor or result cache, nothing kept in memory between"
+        " evaluations (file digests are still remembered by file identity)",
+    )
     ev.add_argument(
         "--engine",
         choices=ENGINES,
@@ -139,7 +144,8 @@ def run(args: argparse.Namespace) -> int:
     from gate.evaluation import evaluate
     from gate.heldout.issues_file import check_issues_path, deliver_label_issues
 
-    caches = None if args.no_cache else Caches.at(args.cache_dir or default_cache_dir())
+    root = args.cache_dir or default_cache_dir()
+    caches = Caches.digests_only(root) if args.no_cache else Caches.at(root)
     try:
         key = _signing_key(args)
         if args.label_issues_out is not None:

@@ -28,7 +28,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     hi.add_argument("--policy", default="", help="only this policy")
     hi.add_argument("--verdict", choices=["PASS", "FAIL", "ERROR"], help="only this verdict")
     hi.add_argument("--limit", type=int, default=20, help="at most this many (default 20)")
-    hi.add_argument("--format", choices=["text", "json"], default="text")
+    hi.add_argument(
+        "--format", choices=["text", "json"], default="text", help="text: one line per evaluation; json: one JSON list"
+    )
     add_client_options(hi)
     hi.set_defaults(run=run)
 

@@ -36,8 +36,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"gate serve: {e.message}", file=sys.stderr)
         return EXIT_ERROR
     signal.signal(signal.SIGTERM, lambda *_: server.stop(grace=5.0))
+    dashboard = None
     try:
         server.start()
+        if config.http_listen:
+            from gate.dashboard import Dashboard
+
+            dashboard = Dashboard(config)
+            dashboard.start()
         server.load()
         server.wait()
     except GateError as e:
@@ -46,4 +52,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     except KeyboardInterrupt:
         server.stop(grace=5.0)
+    finally:
+        if dashboard is not None:
+            dashboard.stop()
     return 0

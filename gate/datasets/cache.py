@@ -1,6 +1,9 @@
 """The preprocessed tensor cache: each image dataset's pixels after decode, resize and
 crop, stored once as 8-bit (N, H, W, C) in an ``.npy`` file named by the dataset's
-SHA-256, and normalised to float32 batch by batch when read.
+SHA-256, and normalised to float32 batch by batch when read. Entries live in the
+directory of the cache's version (:mod:`gate.cache_version`), so pixels decoded by
+other code (another gate, numpy or Pillow version, or another :data:`TENSORS_FORMAT`)
+are never served.
 
 The dataset SHA-256 covers every file's bytes, the labels, the class list and the
 preprocessing, so a changed image or spec is a different key: nothing stale is ever
@@ -12,8 +15,10 @@ evaluation of a large set keeps only a batch in memory.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -22,11 +27,14 @@ import numpy as np
 import numpy.typing as npt
 
 from gate.atomic import atomic_file
+from gate.cache_version import cache_version
 from gate.datasets.dataset import Dataset
 
 log = logging.getLogger(__name__)
 
-_FORMAT = "v2"  # bump when the stored layout or the decoded pixels change
+#: The tensor cache's code version: bump when the stored layout or the decoded pixels
+#: change (decoding, colour or bit-depth conventions, EXIF, resize, crop).
+TENSORS_FORMAT = "v2"
 
 
 @dataclass
@@ -41,13 +49,18 @@ class TensorCacheUse:
 class TensorCache:
     def __init__(self, root: Path) -> None:
         self.root = root
+        self.version = cache_version("tensors", TENSORS_FORMAT)
 
     def path_for(self, ds: Dataset) -> Path:
-        return self.root / f"{ds.sha256}.{_FORMAT}.npy"
+        return self.version.directory(self.root) / f"{ds.sha256}.npy"
 
-    def batches(self, ds: Dataset, batch_size: int, use: TensorCacheUse) -> Iterator[npt.NDArray[Any]]:
+    def batches(
+        self, ds: Dataset, batch_size: int, use: TensorCacheUse, *, pixels: bool = False
+    ) -> Iterator[npt.NDArray[Any]]:
         """Model-input batches of ``ds``: from the cache when present, else decoded
-        (and cached on the way). Datasets that are already tensors bypass the cache."""
+        (and cached on the way). Datasets that are already tensors bypass the cache.
+        ``pixels``: the 8-bit (B, H, W, C) pixels instead, for a model that normalises
+        them itself (:mod:`gate.preprocess_graph`); an image set only."""
         source = ds.pixel_source
         if source is None:
             use.status = "off"
@@ -56,16 +69,24 @@ class TensorCache:
         path = self.path_for(ds)
         use.path = path
         shape = (len(ds), *source.pixel_shape)
+        finish = _as_pixels if pixels else source.normalise
         offset = _valid_entry(path, shape)
         if offset is not None:
             use.status = "hit"
-            yield from _read(path, offset, shape, batch_size, source.normalise)
+            touch(path)
+            yield from _read(path, offset, shape, batch_size, finish)
             return
         use.status = "built"
-        yield from self._build(ds, path, shape, batch_size, use)
+        yield from self._build(ds, path, shape, batch_size, use, finish)
 
     def _build(
-        self, ds: Dataset, path: Path, shape: tuple[int, ...], batch_size: int, use: TensorCacheUse
+        self,
+        ds: Dataset,
+        path: Path,
+        shape: tuple[int, ...],
+        batch_size: int,
+        use: TensorCacheUse,
+        finish: Callable[[npt.NDArray[np.uint8]], npt.NDArray[Any]],
     ) -> Iterator[npt.NDArray[Any]]:
         source = ds.pixel_source
         assert source is not None
@@ -78,10 +99,11 @@ class TensorCache:
                 for pixels in source.iter_pixel_batches(batch_size):
                     if writable:
                         writable = _append(f, pixels)
-                    yield source.normalise(pixels)
+                    yield finish(pixels)
                 phase = "commit"
                 if not writable:
                     raise _Incomplete
+            self.version.mark(self.root)
         except _Incomplete:
             use.status = "failed"
         except OSError as e:
@@ -91,7 +113,18 @@ class TensorCache:
             log.warning("tensor cache unavailable at %s: %s", self.root, e)
             use.status = "failed"
             if phase == "open":
-                yield from ds.batches(batch_size)
+                yield from map(finish, source.iter_pixel_batches(batch_size))
+
+
+def _as_pixels(pixels: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
+    return pixels
+
+
+def touch(path: Path) -> None:
+    """Mark an entry as used now: ``gate cache prune --older-than`` drops entries by the
+    time they were last used, which is their modification time."""
+    with contextlib.suppress(OSError):  # a read-only cache still serves
+        os.utime(path)
 
 
 class _Incomplete(Exception):

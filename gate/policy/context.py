@@ -9,6 +9,8 @@ it (see :attr:`gate.policy.rules.Rule.needs`):
   (``train_test_gap`` rules);
 * ``fingerprint``: perceptual hashes of the held-out images and of the training
   images (``leakage`` rules);
+* ``robustness``: the candidate's (and the champion's) runs on corrupted copies of the
+  held-out images (``robustness`` rules);
 * ``heldout``: the audit of the held-out set itself, suspected label errors and
   near-duplicates (``label_quality`` and ``heldout_duplicates`` rules, see
   :mod:`gate.heldout`), which the evaluation computes whenever such a rule is present.
@@ -32,6 +34,7 @@ from gate.predictions import PredictionTable
 from gate.stats import mcnemar_exact, paired_bootstrap
 
 if TYPE_CHECKING:
+    from gate.deployment.evidence import DeploymentEvidence
     from gate.heldout.evidence import HeldoutEvidence
 
 #: What each kind of extra evidence is called in messages, and how a caller provides it.
@@ -40,6 +43,7 @@ NEEDS: dict[str, str] = {
     "train_sample": "a training sample for the dataset (`train_sample:` in the dataset spec)",
     "fingerprint": "a fingerprint file of the training images (`gate fingerprint`, then `--fingerprint FILE`;"
     " API: fingerprint)",
+    "robustness": "image samples to corrupt (an image folder, manifest or spec; not an .npz of tensors)",
     "heldout": "the held-out set's audit, which the evaluation computes from the predictions table"
     " (rules judged on bare metrics have none)",
 }
@@ -89,6 +93,19 @@ class LeakageInputs:
 
 
 @dataclass(frozen=True)
+class RobustnessRun:
+    """Runs on corrupted copies of the held-out set under one seed: the clean table and one
+    table per (corruption, severity), rows in the clean set's order; the champion's too
+    when there is one (see :mod:`gate.corruptions.evidence`)."""
+
+    seed: int
+    clean: PredictionTable
+    cells: dict[tuple[str, int], PredictionTable]
+    champion_clean: PredictionTable | None = None
+    champion_cells: dict[tuple[str, int], PredictionTable] | None = None
+
+
+@dataclass(frozen=True)
 class RuleContext:
     metrics: ClassificationMetrics
     baseline: BaselineRun | None = None
@@ -96,6 +113,10 @@ class RuleContext:
     leakage: LeakageInputs | None = None
     # the candidate's predictions table; None only when rules are applied to bare metrics
     table: PredictionTable | None = None
+    # the model's description and serving measurements, for deployment rules
+    deployment: DeploymentEvidence | None = None
+    # runs on corrupted images, by seed
+    robustness: dict[int, RobustnessRun] | None = None
     # the held-out set's audit (label errors, duplicates), when the policy's rules ask
     heldout: HeldoutEvidence | None = None
 
@@ -105,5 +126,6 @@ class RuleContext:
             "baseline": self.baseline,
             "train_sample": self.train_sample,
             "fingerprint": self.leakage,
+            "robustness": self.robustness,
             "heldout": self.heldout,
         }[need] is not None

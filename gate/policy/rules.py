@@ -37,6 +37,14 @@ from gate.policy.matrix_rules import (
 # the evidence rules register after the matrix rules: the registry's order is the order
 # in which messages list the known types
 from gate.policy.evidence_rules import LEAKAGE_EXAMPLES, BaselineRule, LeakageRule, TrainTestGapRule
+
+# isort: split
+from gate.policy.deployment_rules import LatencyRule, MemoryRule, ModelContractRule, ProviderParityRule
+
+# isort: split
+from gate.policy.robustness_rules import RobustnessRule
+
+# isort: split
 from gate.policy.heldout_rules import HeldoutDuplicatesRule, LabelQualityRule, SelectiveRule
 
 __all__ = [
@@ -47,11 +55,16 @@ __all__ = [
     "HeldoutDuplicatesRule",
     "ImbalanceRule",
     "LabelQualityRule",
+    "LatencyRule",
     "LeakageRule",
     "MajorityBaselineRule",
+    "MemoryRule",
     "MetricRule",
     "MinSupportRule",
+    "ModelContractRule",
     "PerClassRule",
+    "ProviderParityRule",
+    "RobustnessRule",
     "Rule",
     "SelectiveRule",
     "TrainTestGapRule",

@@ -23,6 +23,7 @@ from html import escape
 from typing import TYPE_CHECKING, Any
 
 from gate.report import evidence
+from gate.report.deployment import deployment_html
 from gate.report.heldout import heldout_html
 from gate.report.markdown import (
     HEADLINE,
@@ -638,6 +639,7 @@ def render_html(verdict: Verdict) -> str:
     train = evidence.training_sample(v)
     if train is not None:
         body += _training(train)
+    body += deployment_html(v, e)
     if v.metrics and v.metrics.get("per_class"):
         body += _per_class(v, v.metrics)
     if v.metrics:

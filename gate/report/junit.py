@@ -15,6 +15,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import Any
 
+from gate.report.deployment import deployment_properties
 from gate.report.evidence import leak_line, leakage, leakage_more, leakage_summary
 from gate.verdict import RuleResult, Severity, Status, Verdict
 
@@ -121,6 +122,7 @@ def _properties(verdict: Verdict) -> list[tuple[str, str]]:
     ]
     if verdict.error:
         pairs.append(("error.type", verdict.error.get("type")))
+    pairs += deployment_properties(verdict)
     pairs += [(f"label.{k}", v) for k, v in sorted(verdict.labels.items())]
     return [(k, str(v)) for k, v in pairs if v is not None and v != ""]
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gate.metrics import PER_CLASS_METRICS
+from gate.report.deployment import deployment_markdown
 from gate.report.evidence import (
     MAX_LEAK_EXAMPLES,
     Comparison,
@@ -429,6 +430,7 @@ def render_markdown(verdict: Verdict) -> str:
     train = training_sample(v)
     if train is not None:
         out += ["", *_training(train)]
+    out += deployment_markdown(v, md)
     out += heldout_markdown(v, md)
     footer = _footer(v)
     if footer:

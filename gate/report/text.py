@@ -8,6 +8,7 @@ from __future__ import annotations
 import textwrap
 from typing import Any
 
+from gate.report.deployment import deployment_text
 from gate.report.evidence import (
     MAX_LEAK_EXAMPLES,
     Comparison,
@@ -191,6 +192,7 @@ def render_text(verdict: Verdict) -> str:
     train = training_sample(v)
     if train is not None:
         out += _training(train)
+    out += deployment_text(v)
 
     out += heldout_text(v)
     if v.rules:

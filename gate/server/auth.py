@@ -46,8 +46,12 @@ METHOD_ROLES: dict[str, Role] = {
     SERVICE_PREFIX + "Reload": "admin",
 }
 
-#: What each role may do: admin includes submit.
-GRANTS: dict[Role, frozenset[Role]] = {"submit": frozenset({"submit"}), "admin": frozenset({"submit", "admin"})}
+#: What each role may do: admin includes submit, and both include read (the web dashboard).
+GRANTS: dict[Role, frozenset[Role]] = {
+    "read": frozenset({"read"}),
+    "submit": frozenset({"read", "submit"}),
+    "admin": frozenset({"read", "submit", "admin"}),
+}
 
 #: Services that answer without a token.
 OPEN_PREFIXES = (

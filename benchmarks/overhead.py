@@ -1,0 +1,130 @@
+"""Section h of the benchmark: gate's fixed cost on a small model, where it shows most.
+
+* ``gate eval --no-cache`` of a small CNN on an .npz of 16,384 float32 tensors of
+  3×32×32 (201 MB) against the plain ONNX Runtime script on the same tensors, the two
+  interleaved; once with the set's SHA-256 computed (its first evaluation), then with
+  it reused by file identity (every later one);
+* the imports of that ``gate eval`` (``python -X importtime``, every module it loads,
+  first batch and report included: an upper bound on the imports before the first batch);
+* normalisation on the CPU provider, host against the model's graph
+  (:mod:`gate.preprocess_graph`): which is faster there decides where the CPU runs it.
+
+Called by bench.py (``--only h``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.models import small_cnn
+
+PY = sys.executable
+ROOT = Path(__file__).resolve().parent.parent
+POLICY = "version: 1\nname: bench-h\nrules:\n  - {id: acc, type: metric, metric: accuracy, min: 0.01}\n"
+
+
+def _timed(cmd: list[str], env: dict[str, str]) -> float:
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **env}, check=False)
+    elapsed = time.perf_counter() - start
+    if proc.returncode not in (0, 1):
+        raise SystemExit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr[-3000:]}")
+    return elapsed
+
+
+def _write_set(work: Path, n: int) -> tuple[Path, Path, Path]:
+    model, data, policy = work / "small32.onnx", work / f"set32-{n}.npz", work / "policy-h.yaml"
+    model.write_bytes(small_cnn(10, seed=0, side=32))
+    policy.write_text(POLICY)
+    if not data.exists():
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((n, 3, 32, 32), dtype=np.float32)
+        np.savez(data, x=x, y=rng.integers(0, 10, n), classes=np.array([f"c{i}" for i in range(10)]))
+    return model, data, policy
+
+
+def imports_seconds(cmd: list[str], env: dict[str, str]) -> float:
+    """The wall time of every top-level import of ``cmd`` (a Python command line), from
+    ``-X importtime``'s cumulative column."""
+    proc = subprocess.run([PY, "-X", "importtime", *cmd[1:]], capture_output=True, text=True, env={**os.environ, **env})
+    top = re.findall(r"^import time:\s+\d+ \|\s+(\d+) \| {1,2}(\S+)$", proc.stderr, flags=re.MULTILINE)
+    return sum(int(us) for us, _ in top) / 1e6
+
+
+def section_h(rep: Any, work: Path, args: argparse.Namespace) -> None:
+    n = 2048 if args.quick else 16384
+    model, data, policy = _write_set(work, n)
+    cache = work / "cache-h"
+    shutil.rmtree(cache, ignore_errors=True)
+    env = {"GATE_CACHE_DIR": str(cache)}
+    gate_cmd = [PY, "-m", "gate", "eval", "--model", str(model), "--dataset", str(data), "--policy", str(policy)]
+    gate_cmd += ["--no-cache", "--format", "json", "--provider", "cpu", "--batch-size", "512"]
+    plain_cmd = [PY, str(ROOT / "benchmarks" / "plain_ort.py"), str(model), str(data), "512", "cpu"]
+    _timed(plain_cmd, env)  # the set into the page cache
+    first = _timed(gate_cmd, env)  # hashes the set, remembers its SHA-256
+    first_plain = _timed(plain_cmd, env)
+    gate_t, plain_t = [], []
+    for _ in range(args.repeat + 2):
+        gate_t.append(_timed(gate_cmd, env))
+        plain_t.append(_timed(plain_cmd, env))
+    g, p = min(gate_t), min(plain_t)
+    label = f"small CNN, {n} tensors 3x32x32, gate eval --no-cache"
+    rep.add("h", f"{label}: gate / plain time, first evaluation (SHA-256 computed)", first / first_plain, "x")
+    rep.add("h", f"{label}: gate / plain time (best of each)", g / p, "x", "<= 1.35", g / p <= 1.35)
+    medians = statistics.median(a / b for a, b in zip(gate_t, plain_t, strict=True))
+    rep.add("h", f"{label}: gate / plain time, median of the interleaved pairs", medians, "x")
+    rep.add("h", f"{label}: gate / plain seconds", g, f"s / {p:.3f} s")
+    imports = min(imports_seconds(gate_cmd, env) for _ in range(args.repeat))
+    rep.add("h", "imports of that gate eval (all of them, an upper bound before the first batch)", imports, "s")
+    rep.rows[-1].update(target="<= 0.3", ok=imports <= 0.3)
+    _normalisation_on_cpu(rep, args)
+
+
+def _normalisation_on_cpu(rep: Any, args: argparse.Namespace) -> None:
+    """Host normalisation + the model against the model with the normalisation in its graph,
+    on 224x224 pixels through the small CNN, interleaved, in this process."""
+    import onnxruntime as ort
+
+    from gate.datasets.images import normalise
+    from gate.datasets.spec import Preprocess
+    from gate.preprocess_graph import PIXELS_INPUT, with_normalisation
+
+    preprocess = Preprocess(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])
+    model = small_cnn(10, seed=0)
+    cpu = ["CPUExecutionProvider"]
+    plain = ort.InferenceSession(model, providers=cpu)
+    graph = ort.InferenceSession(with_normalisation(model, preprocess, "x"), providers=cpu)
+    pixels = np.random.default_rng(0).integers(0, 256, (128 if args.quick else 512, 224, 224, 3), dtype=np.uint8)
+    batches = [pixels[i : i + 32] for i in range(0, len(pixels), 32)]
+
+    def host() -> float:
+        t = time.perf_counter()
+        for b in batches:
+            plain.run(None, {"x": normalise(b, preprocess)})
+        return time.perf_counter() - t
+
+    def in_graph() -> float:
+        t = time.perf_counter()
+        for b in batches:
+            graph.run(None, {PIXELS_INPUT: b})
+        return time.perf_counter() - t
+
+    host_t, graph_t = [], []
+    for _ in range(args.repeat + 1):
+        host_t.append(host())
+        graph_t.append(in_graph())
+    h, g = min(host_t), min(graph_t)
+    rep.add("h", "CPU provider, small CNN 224x224: normalised on the host + model", len(pixels) / h, "img/s")
+    rep.add("h", "CPU provider, small CNN 224x224: normalised in the graph", len(pixels) / g, "img/s")
+    rep.add("h", "CPU provider: graph / host normalisation time (> 1: the host is faster)", g / h, "x")

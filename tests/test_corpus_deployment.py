@@ -1,0 +1,132 @@
+"""The bad-input corpus, deployment checks: careless or hostile ``model_contract``,
+``latency``, ``memory`` and ``provider_parity`` rules and requests, each run end to end
+through ``gate eval`` with its exact exit code, error type and message;
+``docs/bad-input-corpus.md`` lists every case (see ``doc_expectations``)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from gate.cli import main
+from tests.conftest import write_pets
+from tests.models import lookup_model
+
+HEAD = "version: 1\nname: attack\nrules:\n  - {id: accuracy, type: metric, metric: accuracy, min: 0.5}\n"
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    rule: str
+    code: int
+    verdict: str
+    error: str | None
+    message: str
+
+
+CASES = [
+    Case(
+        "deploy-latency-max-ms-quoted",
+        "{id: lat, type: latency, max_ms: '10'}",
+        2,
+        "ERROR",
+        "PolicyError",
+        "max_ms: Input should be a valid number, not a string",
+    ),
+    Case(
+        "deploy-latency-percentile-95",
+        "{id: lat, type: latency, percentile: 95, max_ms: 10}",
+        2,
+        "ERROR",
+        "PolicyError",
+        "percentile 95 is not measured; use one of 50, 90, 99",
+    ),
+    Case(
+        "deploy-latency-batch-true",
+        "{id: lat, type: latency, batch: true, max_ms: 10}",
+        2,
+        "ERROR",
+        "PolicyError",
+        "batch: Input should be a valid integer, not a boolean",
+    ),
+    Case(
+        "deploy-latency-no-champion",
+        "{id: lat, type: latency, max_vs_baseline: 1.5}",
+        2,
+        "ERROR",
+        "RequestError",
+        "rule 'lat' (latency) needs a champion to time against for max_vs_baseline",
+    ),
+    Case(
+        "deploy-contract-shape-fraction",
+        "{id: c, type: model_contract, inputs: [{name: x, shape: [N, 1.5]}]}",
+        2,
+        "ERROR",
+        "PolicyError",
+        "Input should be a size (an integer) or a symbolic dimension name such as N, not float",
+    ),
+    Case(
+        "deploy-contract-flag-quoted",
+        "{id: c, type: model_contract, require_class_metadata: 'yes'}",
+        2,
+        "ERROR",
+        "PolicyError",
+        "require_class_metadata: Input should be a valid boolean (true or false), not a string",
+    ),
+    Case(
+        "deploy-contract-unknown-dtype",
+        "{id: c, type: model_contract, inputs: [{name: x, dtype: float}]}",
+        2,
+        "ERROR",
+        "PolicyError",
+        "inputs[0].dtype: unknown element type 'float'",
+    ),
+    Case(
+        "deploy-parity-rate-over-one",
+        "{id: p, type: provider_parity, max_disagreement: 2}",
+        2,
+        "ERROR",
+        "PolicyError",
+        "max_disagreement: Input should be less than or equal to 1",
+    ),
+    Case(
+        "deploy-parity-missing-reference",
+        "{id: p, type: provider_parity, reference: ../nowhere.onnx, max_disagreement: 0.001}",
+        2,
+        "ERROR",
+        "ModelError",
+        "reference model file not found",
+    ),
+    Case(
+        "deploy-memory-no-bound",
+        "{id: m, type: memory, batch: 1}",
+        2,
+        "ERROR",
+        "PolicyError",
+        "needs `max_rss_mb`, `max_gpu_mb` or `max_size_mb` (or several)",
+    ),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_gate_eval_answers_each_bad_deployment_input_exactly(
+    case: Case, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "model.onnx").write_bytes(lookup_model(3))
+    (tmp_path / "policy.yaml").write_text(HEAD + f"  - {case.rule}\n")
+    spec = write_pets(tmp_path)
+    argv = ["eval", "--model", str(tmp_path / "model.onnx"), "--dataset", str(spec)]
+    code = main([*argv, "--policy", str(tmp_path / "policy.yaml"), "--format", "json", "--no-cache"])
+    document = json.loads(capsys.readouterr().out)
+    assert (code, document["verdict"]) == (case.code, case.verdict)
+    assert (document["error"] or {}).get("type") == case.error
+    assert case.message in (document["error"] or {}).get("message", ""), document["error"]
+
+
+def doc_expectations() -> dict[str, tuple[str, ...]]:
+    """Each case of this module: the fragments its row in the doc must hold."""
+    return {c.id: tuple(x for x in (f"{c.code} {c.verdict}", c.error) if x) for c in CASES}
