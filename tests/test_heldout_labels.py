@@ -14,12 +14,12 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from gate.cache import Caches
+from gate.cache import Caches, stored_predictions
 from gate.cli import main
 from gate.evaluation import evaluate
 from gate.heldout.label_audit import audit_labels, table_probabilities
 from gate.heldout.label_issues import SparseProbabilities, find_label_suspects
-from gate.predictions import probabilities
+from gate.predictions import PredictionTable, probabilities
 from tests.models import table_model
 
 CLASSES = ["a", "b", "c", "d"]
@@ -105,8 +105,7 @@ def test_same_suspects_as_cleanlab_on_the_same_probabilities(tmp_path: Path, see
     data = _write_set(tmp_path, "noisy", case["given"], CLASSES)
     cache = Caches.at(tmp_path / "cache")
     model = _model(tmp_path, "m", case["logits"])
-    evaluate(model, data, _policy(tmp_path), provider="cpu", caches=cache)
-    table = next(iter_tables(cache))
+    table = _stored_table(cache, evaluate(model, data, _policy(tmp_path), provider="cpu", caches=cache).to_dict())
     dense = np.zeros((len(table), 4))
     np.put_along_axis(dense, table.top_k_class, table.top_k_score.astype(np.float64), axis=1)
     ours = find_label_suspects(table_probabilities(table)).mask
@@ -120,12 +119,11 @@ def test_same_suspects_as_cleanlab_on_the_same_probabilities(tmp_path: Path, see
     assert abs(int(ours.sum()) - int(theirs.sum())) <= max(1, 0.01 * theirs.sum())
 
 
-def iter_tables(cache: Caches) -> Any:
-    assert cache.results is not None
-    for path in sorted(cache.results.root.glob("*.npz")):
-        table = cache.results.get(path.stem)
-        if table is not None:
-            yield table
+def _stored_table(cache: Caches, verdict: dict[str, Any]) -> PredictionTable:
+    """The predictions table the evaluation behind ``verdict`` stored in ``cache``."""
+    table = stored_predictions(cache, verdict["model"]["sha256"], verdict["dataset"]["sha256"], "cpu")
+    assert table is not None
+    return table
 
 
 def test_the_table_keeps_the_probability_of_the_given_label_beyond_the_top_five(tmp_path: Path) -> None:
@@ -134,7 +132,7 @@ def test_the_table_keeps_the_probability_of_the_given_label_beyond_the_top_five(
     data = _write_set(tmp_path, "nine", case["given"], [f"c{i}" for i in range(k)])
     cache = Caches.at(tmp_path / "cache")
     v = evaluate(_model(tmp_path, "m", case["logits"]), data, _policy(tmp_path), provider="cpu", caches=cache).to_dict()
-    table = next(iter_tables(cache))
+    table = _stored_table(cache, v)
     assert table.top_k_class.shape == (n, 5) and table.label_score is not None
     probs = probabilities(case["logits"])
     np.testing.assert_allclose(table.label_score, probs[np.arange(n), case["given"]], rtol=1e-5, atol=1e-7)
