@@ -13,7 +13,8 @@ Sections (see benchmarks/README.md for the latest figures):
      inference alone (do they overlap?)
   c  re-gating 50,000 samples under a new policy vs the cold evaluation
   d  metrics vs scikit-learn at N = 1e6
-  e  upload MB/s through the gate server vs a bare grpcio stream of the same bytes
+  e  upload MB/s through the gate server vs a bare grpcio stream of the same bytes that
+     also SHA-256s them at both ends and writes the file (benchmarks/sink_server.py)
   f  server throughput with 1, 2 and 4 concurrent clients
   g  peak RSS of the cold 50,000-sample 224x224 evaluation (measured in c)
   h  gate's fixed cost on a small model: `gate eval --no-cache` on 16,384 tensors vs the

@@ -20,10 +20,15 @@ gate really passed that exact model. The document (one JSON object)::
       "signature": "<base64 (RFC 4648, with padding) of the 64-byte Ed25519 signature>"
     }
 
+When waivers let the verdict pass (see :mod:`gate.waivers`), the statement also has
+``"waivers"``: a list of ``{"id", "rule", "reason", "expires_at", "granted_by",
+"granted_at"}`` objects of strings, one per waiver applied; a statement without waivers
+has no such field, so attestations signed before waivers existed verify unchanged.
+
 ``time`` is the UTC time of the signing (ISO 8601, seconds, ``Z``). A value that an
 evaluation did not reach is ``null`` (an ERROR verdict may have no dataset SHA-256; a
 local ``gate eval`` has no evaluation id). Every value in a statement is a string,
-``null`` or an object of those: no numbers.
+``null``, an object of those or the ``waivers`` list: no numbers.
 
 **The signed bytes** are the statement's canonical JSON, exactly what Python's
 ``json.dumps(statement, sort_keys=True, separators=(",", ":"), ensure_ascii=False)``
@@ -79,6 +84,8 @@ SCHEMA = "gate.attestation/v1"
 ALGORITHM = "ed25519"
 DOCUMENT_FIELDS = ("statement", "algorithm", "key_id", "signature")
 STATEMENT_FIELDS = ("schema", "model_sha256", "dataset", "policy", "verdict", "time", "evaluation_id", "key_id")
+OPTIONAL_STATEMENT_FIELDS = ("waivers",)  # present only when waivers applied
+WAIVER_FIELDS = ("id", "rule", "reason", "expires_at", "granted_by", "granted_at")
 NAMED_FIELDS = ("name", "sha256")  # the fields of `dataset` and `policy`
 VERDICTS = ("PASS", "FAIL", "ERROR")
 MAX_DOCUMENT_BYTES = 1 << 20  # an attestation is a few hundred bytes
@@ -239,7 +246,9 @@ def statement_for(verdict: Verdict, signer_key_id: str, time: dt.datetime | None
     """What an attestation of ``verdict`` states."""
     when = (time or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
     model_sha = verdict.model.get("sha256")
+    waivers = [{k: str(w.get(k) or "") for k in WAIVER_FIELDS} for w in verdict.waivers or ()]
     return {
+        **({"waivers": waivers} if waivers else {}),
         "schema": SCHEMA,
         "model_sha256": model_sha.lower() if isinstance(model_sha, str) and model_sha else None,
         "dataset": _named(verdict.dataset),
@@ -365,13 +374,13 @@ def parse_document(document: str | bytes | Mapping[str, Any]) -> dict[str, Any]:
     return parsed
 
 
-def _fields(obj: Any, where: str, fields: tuple[str, ...]) -> dict[str, Any]:
+def _fields(obj: Any, where: str, fields: tuple[str, ...], optional: tuple[str, ...] = ()) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise _Refused(Problem.MALFORMED, f"{where} is not an object")
     missing = [f for f in fields if f not in obj]
     if missing:
         raise _Refused(Problem.MISSING_FIELD, f"{where} lacks {', '.join(missing)}")
-    extra = sorted(set(obj) - set(fields))
+    extra = sorted(set(obj) - set(fields) - set(optional))
     if extra:
         raise _Refused(Problem.MALFORMED, f"{where} has unexpected fields: {', '.join(map(str, extra))}")
     return obj
@@ -399,7 +408,9 @@ def _check_shape(doc: dict[str, Any]) -> dict[str, Any]:
     if statement["schema"] != SCHEMA:
         raise _Refused(Problem.WRONG_SCHEMA, f"statement.schema is {statement['schema']!r}, not {SCHEMA!r}")
     _fields(doc, "the document", DOCUMENT_FIELDS)
-    _fields(statement, "statement", STATEMENT_FIELDS)
+    _fields(statement, "statement", STATEMENT_FIELDS, OPTIONAL_STATEMENT_FIELDS)
+    if "waivers" in statement:
+        _check_waivers(statement["waivers"])
     if doc["algorithm"] != ALGORITHM:
         raise _Refused(Problem.UNKNOWN_ALGORITHM, f"algorithm {doc['algorithm']!r} is not {ALGORITHM!r}")
     _string(doc["key_id"], "key_id", hex64=True)
@@ -415,6 +426,22 @@ def _check_shape(doc: dict[str, Any]) -> dict[str, Any]:
     _string(statement["evaluation_id"], "statement.evaluation_id", nullable=True)
     _string(statement["key_id"], "statement.key_id", hex64=True)
     return statement
+
+
+def _check_waivers(waivers: Any) -> None:
+    if not isinstance(waivers, list) or not waivers:
+        raise _Refused(Problem.MALFORMED, "statement.waivers should be a non-empty list")
+    for i, waiver in enumerate(waivers):
+        for name in WAIVER_FIELDS:
+            _string(_fields(waiver, f"statement.waivers[{i}]", WAIVER_FIELDS)[name], f"statement.waivers[{i}].{name}")
+
+
+def waiver_lines(statement: Mapping[str, Any]) -> list[str]:
+    """One line per waiver a (verified) statement names, for people."""
+    return [
+        f"rule {w['rule']!r} waived until {w['expires_at']} by {w['granted_by']} (waiver {w['id']}): {w['reason']}"
+        for w in statement.get("waivers") or ()
+    ]
 
 
 def _model_sha256(model: bytes | str) -> str:
@@ -484,6 +511,9 @@ def _verify(
         return Verification(
             Problem.NOT_PASS, f"genuine attestation, but the verdict is {statement['verdict']}: {where}", genuine
         )
+    waived = waiver_lines(statement)
+    if waived:
+        where += f"; with {len(waived)} waiver(s): " + "; ".join(waived)
     return Verification(None, f"verified PASS: {where}", genuine)
 
 

@@ -49,9 +49,10 @@ log = logging.getLogger(__name__)
 
 #: The results cache's code version: bump when the stored table or inference's
 #: post-processing (probabilities, ranking, what a column holds) changes.
-# v4: the table with the given label's probability (v3: the whole predictions table without it;
-# v2: predicted class and confidence)
-RESULTS_FORMAT = "v4"
+#: v5: the table with the given label's probability (``label_score``); v4: the table
+#: carries the set's metadata columns; v3: the whole predictions table without them; v2:
+#: predicted class and confidence.
+RESULTS_FORMAT = "v5"
 #: The held-out hash cache's code version (the hash algorithm's own version is in each key).
 HASHES_FORMAT = "v1"
 _METADATA = "metadata."  # prefix of the metadata columns' names in an entry

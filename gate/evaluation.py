@@ -24,8 +24,9 @@ from typing import TYPE_CHECKING, Any
 from gate.cache import Caches, results_key
 from gate.corruptions.evidence import robustness_refusal, robustness_step
 from gate.datasets import Dataset, load_dataset, load_train_sample
+from gate.datasets.metadata import metadata_columns
 from gate.deployment.diagnosis import diagnose
-from gate.deployment.steps import contract_stop, describe, measure, reference_sources
+from gate.deployment.steps import ReferenceSource, contract_stop, describe, measure, reference_sources
 from gate.engines import engine_for
 from gate.engines.base import ModelInput, ProgressFn, RunOptions, read_model
 from gate.errors import GateError, InternalError, RequestError
@@ -35,6 +36,7 @@ from gate.metrics import ClassificationMetrics
 from gate.policy import Policy, apply_policy, load_policy
 from gate.policy.context import NEEDS, BaselineRun, LeakageInputs, RuleContext, TrainSample
 from gate.policy.deployment_rules import deployment_problems
+from gate.policy.slice_rules import slice_problems, verdict_slices
 from gate.predictions import PredictionTable, check_predictions_path, write_predictions
 from gate.providers import Engine, Provider
 from gate.verdict import Decision, Verdict, decide
@@ -66,7 +68,7 @@ def evaluate(
     model_sha256: str | None = None,
     baseline_sha256: str | None = None,
     predictions_out: PathLike | None = None,
-    references: Mapping[str, ModelSource] | None = None,
+    references: Mapping[str, ReferenceSource] | None = None,
 ) -> Verdict:
     """Run ``model`` on ``dataset`` and judge it by ``policy``; never raises for bad input.
 
@@ -86,7 +88,8 @@ def evaluate(
     local one); the verdict is the same as the local engine's. ``predictions_out``
     (``.csv`` or ``.parquet``) receives the candidate's predictions table when the
     verdict is PASS or FAIL (see :mod:`gate.predictions`). ``references``: the reference
-    models ``provider_parity`` rules name, by name (default: files beside the policy file).
+    models ``provider_parity`` rules name, by name (default: files beside the policy file);
+    a ``PinnedModel`` is a stored file checked against its SHA-256 as it is read.
     """
     started = time.perf_counter()
     verdict = Verdict(
@@ -134,7 +137,7 @@ class _Inputs:
     baseline_sha256: str | None
     fingerprint: bytes | PathLike | None
     predictions_out: PathLike | None
-    references: Mapping[str, ModelSource] | None = None
+    references: Mapping[str, ReferenceSource] | None = None
 
 
 @dataclass(frozen=True)
@@ -167,6 +170,7 @@ def check_evidence(
                 " (add `train_sample:` to its spec)"
             )
     missing += deployment_problems(pol.rules, has_baseline=has_baseline, references=list(references))
+    missing += slice_problems(pol.rules, metadata_columns(ds.metadata))
     if missing:
         raise RequestError(
             f"policy '{pol.name}' cannot be applied to this request:\n" + "\n".join(f"  - {m}" for m in missing)
@@ -208,7 +212,7 @@ def _run(verdict: Verdict, dataset: Dataset | PathLike, policy: Policy | PathLik
     if run.cache:  # what each cache gave, and the version of each cache in use
         versions = {name: version.tag for name, version in req.caches.versions().items()}
         verdict.runtime["cache"] = {**run.cache, "versions": versions}
-    verdict.metrics = run.metrics.to_dict()
+    verdict.metrics = run.metrics.to_dict() | verdict_slices(run.table, pol.rules)
     diagnose(verdict, run.metrics)
     context = RuleContext(run.metrics, table=run.table)
     champion = _run_baseline(inp, ds, req) if inp.baseline is not None else None

@@ -13,7 +13,9 @@ Columns, one row per sample, in dataset order:
 * ``top_k``: the k = min(5, K) most probable classes, most probable first, with their
   probabilities (a tie goes to the lower class index, as ``argmax`` does, so the first
   entry is always ``predicted`` / ``confidence``);
-* ``metadata``: named string columns describing each sample (none yet);
+* ``metadata``: named string columns describing each sample (camera, site...), from the
+  dataset's manifest columns or metadata table (:mod:`gate.datasets.metadata`); empty
+  for a set without metadata;
 * ``label_score``: the probability the model gave each sample's *given* label, which the
   top k omits whenever the label ranks below k; confident learning
   (:mod:`gate.heldout.label_issues`) needs it for every sample. The engines fill it; a
@@ -181,6 +183,7 @@ def build_table(
     confidence: npt.NDArray[np.float32],
     top_class: npt.NDArray[np.int64],
     top_score: npt.NDArray[np.float32],
+    metadata: Mapping[str, npt.NDArray[np.str_]] | None = None,
     label_score: npt.NDArray[np.float32] | None = None,
 ) -> PredictionTable:
     """A table from a dataset's facts (classes, ids, labels) and a model's outputs."""
@@ -192,6 +195,7 @@ def build_table(
         confidence=confidence,
         top_k_class=top_class,
         top_k_score=top_score,
+        metadata=dict(metadata or {}),
         label_score=label_score,
     )
 

@@ -6,6 +6,7 @@ A :class:`Verdict` is what gate answers. Its JSON form (``Verdict.to_dict``) is 
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +33,13 @@ class Status(enum.StrEnum):
     FAIL = "fail"  # the threshold is broken, or the value it needs is undefined
     INCONCLUSIVE = "inconclusive"  # not enough evidence to decide; fails a block rule
     ERROR = "error"  # the rule could not be computed; the verdict becomes ERROR
+    # the rule did not pass, and a waiver granted for this model, dataset and rule allowed
+    # that while it was valid; the real outcome stays beside it (RuleResult.outcome)
+    WAIVED = "waived"
+
+
+#: The outcomes a waiver may set aside: an error is never waived (nothing was judged).
+WAIVABLE = (Status.FAIL, Status.INCONCLUSIVE)
 
 
 class Severity(enum.StrEnum):
@@ -88,11 +96,28 @@ class RuleResult:
     threshold: dict[str, Any] = field(default_factory=dict)
     classes: tuple[ClassCheck, ...] = ()
     details: dict[str, Any] = field(default_factory=dict)  # rule-specific evidence (e.g. examples)
+    # with status WAIVED: what the rule really concluded, and the waiver that set it aside
+    # ({"id", "reason", "expires_at", "granted_by", "granted_at"})
+    outcome: Status | None = None
+    waiver: dict[str, Any] | None = None
 
     @property
     def blocks(self) -> bool:
-        """True when this result stops a PASS."""
+        """True when this result stops a PASS (a waived result is judged by :func:`decide`)."""
         return self.severity is Severity.BLOCK and self.status in (Status.FAIL, Status.INCONCLUSIVE)
+
+    def waiver_holds(self, at: dt.datetime) -> bool:
+        """For a WAIVED result: whether its waiver sets aside its real outcome at ``at``
+        (a waivable outcome, and an expiry after ``at``). Anything odd fails closed."""
+        if self.status is not Status.WAIVED or self.outcome not in WAIVABLE or not self.waiver:
+            return False
+        try:
+            expires = dt.datetime.fromisoformat(str(self.waiver.get("expires_at")))
+        except ValueError:
+            return False
+        if expires.tzinfo is None:
+            return False
+        return at < expires
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RuleResult:
@@ -106,6 +131,8 @@ class RuleResult:
             threshold=d.get("threshold") or {},
             classes=tuple(ClassCheck.from_dict(c) for c in d.get("classes", [])),
             details=d.get("details") or {},
+            outcome=Status(d["outcome"]) if d.get("outcome") else None,
+            waiver=d.get("waiver"),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -122,14 +149,22 @@ class RuleResult:
             out["classes"] = [c.to_dict() for c in self.classes]
         if self.details:
             out["details"] = self.details
+        if self.outcome is not None:
+            out["outcome"] = self.outcome.value
+        if self.waiver is not None:
+            out["waiver"] = self.waiver
         return out
 
 
-def decide(rules: list[RuleResult]) -> Decision:
-    """PASS only if no rule errored and every block rule passed; fail closed otherwise."""
-    if not rules or any(r.status is Status.ERROR for r in rules):
+def decide(rules: list[RuleResult], *, at: dt.datetime | None = None) -> Decision:
+    """PASS only if no rule errored and every block rule passed or was waived by a waiver
+    valid at ``at`` (default: now); fail closed otherwise."""
+    if not rules or any(r.status is Status.ERROR or r.outcome is Status.ERROR for r in rules):
         return Decision.ERROR
     if any(r.blocks for r in rules):
+        return Decision.FAIL
+    when = at if at is not None else dt.datetime.now(dt.UTC)
+    if any(r.status is Status.WAIVED and not r.waiver_holds(when) for r in rules):
         return Decision.FAIL
     return Decision.PASS
 
@@ -168,9 +203,10 @@ class Verdict:
         return self.decision.exit_code
 
     def summary(self) -> dict[str, int]:
-        counts = {s.value: 0 for s in Status}
+        # "waived" is counted only when a rule was waived: documents without waivers keep their form
+        counts = {s.value: 0 for s in Status if s is not Status.WAIVED}
         for r in self.rules:
-            counts[r.status.value] += 1
+            counts[r.status.value] = counts.get(r.status.value, 0) + 1
         counts["blocking"] = sum(1 for r in self.rules if r.blocks)
         counts["warnings"] = sum(1 for r in self.rules if r.severity is Severity.WARN and r.status is not Status.PASS)
         return counts

@@ -220,7 +220,8 @@ class Browser:
         and wait for the page it opens to load."""
         box = self.evaluate(
             f"(() => {{ const e = document.querySelector({json.dumps(selector)}); e.scrollIntoView();"
-            " const r = e.getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; })()"
+            # the first box: a link that wraps over lines has nothing of it in the middle of them all
+            " const r = e.getClientRects()[0]; return [r.x + r.width / 2, r.y + r.height / 2]; })()"
         )
         self._events.clear()
         for kind in ("mousePressed", "mouseReleased"):

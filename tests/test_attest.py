@@ -487,12 +487,12 @@ def test_a_deploy_step_verifies_the_servers_attestations(
     refused = process(tmp_path / "promoted.json", bad)
     assert refused.returncode == 2 and refused.stdout == "" and len(refused.stderr.splitlines()) == 1
 
-    # GetVerdict carries no attestation: only the Evaluate reply is signed
+    # the audit log keeps the attestation the Evaluate reply carried: GetVerdict returns it
     with s.client() as client:
         evaluation = client.evaluate(hashlib.sha256(good.read_bytes()).hexdigest(), "pets", policy_name="default")
         assert evaluation.attestation is not None
         assert verify_attestation(evaluation.attestation, load_public_key(public), good.read_bytes()).ok
-        assert client.get_verdict(evaluation.evaluation_id).verdict.attestation_json == ""
+        assert client.get_verdict(evaluation.evaluation_id).verdict.attestation_json == evaluation.attestation
 
     # a check that ends without a verdict leaves no stale attestation behind
     code, _, err = _cli(

@@ -440,3 +440,42 @@ def test_gate_serve_starts_the_dashboard_when_http_listen_is_set(tmp_path: Path)
         finally:
             if proc.poll() is None:
                 proc.kill()
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("GET", "/", 303),
+        ("GET", "/nowhere", 404),
+        ("GET", "/evaluations/x/y", 404),
+        ("GET", "/datasets/pets/extra", 404),
+        ("POST", "/evaluations", 405),
+        ("GET", "/logout", 405),
+        ("PUT", "/evaluations", 501),
+    ],
+)
+def test_what_the_dashboard_does_not_serve(
+    dashboard: Callable[..., Dashboard], evaluated: Evaluated, method: str, path: str, status: int
+) -> None:
+    import http.client
+
+    board = dashboard()
+    connection = http.client.HTTPConnection(board.host, board.port, timeout=30)
+    connection.request(method, path, body=b"" if method != "GET" else None)
+    reply = connection.getresponse()
+    reply.read()
+    connection.close()
+    assert reply.status == status
+    if status == 303:
+        assert reply.headers["Location"] == "/evaluations"
+    assert reply.headers["Content-Security-Policy"].startswith("default-src 'none'")
+
+
+def test_a_dashboard_open_to_the_network_without_tokens_or_tls_warns(
+    evaluated: Evaluated, caplog: pytest.LogCaptureFixture
+) -> None:
+    with Dashboard(evaluated.config, listen="0.0.0.0:0") as board:
+        board.start()
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("anyone who reaches" in w for w in warnings)
+    assert any("clear text" in w for w in warnings)

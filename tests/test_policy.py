@@ -25,8 +25,9 @@ EXPECTED_PROBLEMS = {
     ],
     "unknown-rule-type.yaml": [
         "rule 'acc' (line 4): unknown rule type 'metrc' (did you mean 'metric'?); known types: metric, per_class,"
-        " min_support, imbalance, majority_baseline, confusion, baseline, train_test_gap, leakage, model_contract,"
-        " latency, memory, provider_parity, robustness, label_quality, heldout_duplicates, selective"
+        " min_support, imbalance, majority_baseline, confusion, baseline, train_test_gap, leakage, per_slice,"
+        " slice_gap, model_contract, latency, memory, provider_parity, robustness, label_quality, heldout_duplicates,"
+        " selective"
     ],
     "unknown-metric.yaml": [
         "rule 'acc' (line 4): unknown metric 'acuracy' (did you mean 'accuracy'?); known: accuracy,"
@@ -150,6 +151,8 @@ def test_registry_is_complete_and_every_type_documents_what_it_catches() -> None
         "baseline",
         "train_test_gap",
         "leakage",
+        "per_slice",
+        "slice_gap",
         "model_contract",
         "latency",
         "memory",
@@ -426,6 +429,8 @@ VACUOUS = {
         "no drop can break max_drop 1 and max_relative_drop 1"
     ),
     "{id: v, type: train_test_gap, metric: accuracy, max_gap: 1}": "no gap exceeds max_gap 1",
+    "{id: v, type: per_slice, slice: camera, metric: recall, min: 0}": "min 0: no recall is below 0",
+    "{id: v, type: slice_gap, slice: camera, metric: recall, max_gap: 1}": "max_gap 1: no two values in [0, 1]",
     "{id: v, type: provider_parity, max_disagreement: 1}": "a disagreement rate cannot exceed 1",
     "{id: v, type: robustness, corruptions: [contrast], metric: accuracy, min: 0}": "no corrupted image can break",
     "{id: v, type: label_quality, margin: false, min_support: 0}": "no suspect rate can break it",
@@ -449,6 +454,8 @@ NOT_VACUOUS = [
     "{id: v, type: baseline, metric: ece, max_relative_drop: 1}",
     "{id: v, type: train_test_gap, metric: accuracy, max_gap: 0.99}",
     "{id: v, type: leakage, max_hamming: 24, max_overlap: 0.99}",
+    "{id: v, type: per_slice, slice: camera, metric: recall, min: 0.01}",
+    "{id: v, type: slice_gap, slice: camera, metric: accuracy, max_gap: 0.99}",
     "{id: v, type: provider_parity, max_disagreement: 1, max_prob_diff: 0.5}",
     "{id: v, type: label_quality, margin: false, max_rate: 0.99}",
     "{id: v, type: label_quality, margin: false, min_support: 1}",

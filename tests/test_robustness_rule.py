@@ -168,3 +168,22 @@ def test_gate_check_gives_the_verdict_gate_eval_gives(
     assert code == code_eval == 1
     assert checked["rules"] == evaluated["rules"]
     assert checked["metrics"]["robustness"] == evaluated["metrics"]["robustness"]
+
+
+def test_reports_show_the_cells_and_the_failing_pictures(grey: Path, tmp_path: Path) -> None:
+    from gate.report import RENDERERS
+
+    verdict = evaluate(intensity_model(whole_image=False), grey, write_policy(tmp_path / "p.yaml"), provider="cpu")
+    cell = verdict.rules[0].details["cells"]["gaussian_noise"]["3"]
+    assert cell["failed"] and cell["failing"] == ["light", "lighter"] and len(cell["examples"]) == 3
+    html = RENDERERS["html"](verdict)
+    assert "gaussian_noise@3: clean | corrupted" in html
+    assert html.count('alt="clean ') == 3 and html.count('alt="gaussian_noise ') == 3
+    assert "pictures unavailable" not in html
+    text = RENDERERS["text"](verdict)
+    assert "Robustness (accuracy on corrupted images)" in text and "gaussian_noise" in text
+    assert "| gaussian_noise |" in RENDERERS["markdown"](verdict)
+    # rendered where the images are gone: the page says so instead of breaking
+    for png in grey.parent.parent.rglob("*.png"):
+        png.unlink()
+    assert "pictures unavailable here (FileNotFoundError" in RENDERERS["html"](verdict)

@@ -606,7 +606,7 @@ def test_an_older_schema_is_migrated(backend: Backend) -> None:
     _make_version_1(backend)
     assert _version(backend) == 1
     with backend.open("replica-a") as store:
-        assert _version(backend) == SCHEMA_VERSION == 2
+        assert _version(backend) == SCHEMA_VERSION == 3
         old = store.get("old-done")
         assert old is not None and (old.decision, old.replica_id) == ("FAIL", None)
         running = store.get("old-run")
@@ -622,7 +622,7 @@ def test_an_older_schema_is_migrated(backend: Backend) -> None:
     assert _version(backend) == SCHEMA_VERSION
     if backend.kind == "postgresql":
         with backend.raw() as raw:
-            assert [r[0] for r in raw.execute("SELECT version FROM gate_schema_migrations ORDER BY 1")] == [1, 2]
+            assert [r[0] for r in raw.execute("SELECT version FROM gate_schema_migrations ORDER BY 1")] == [1, 2, 3]
 
 
 def test_newer_schema_refused(backend: Backend) -> None:
@@ -683,6 +683,11 @@ def test_postgresql_schema(postgres_database: PostgresDatabase) -> None:
         "evaluations_no_truncate",
         "results_append_only",
         "results_no_truncate",
+        *(
+            f"{t}_{kind}"
+            for t in ("waivers", "waiver_revocations", "attestations")
+            for kind in ("append_only", "no_truncate")
+        ),
     }
 
 

@@ -20,13 +20,31 @@ from collections.abc import Sequence
 
 from gate import __version__
 from gate.cli import attest, auth, cache, check, contract, demo, fingerprint, history, policy, serve
+from gate.cli import diff as diff_command
 from gate.cli import eval as eval_command
+from gate.cli import replay as replay_command
+from gate.cli import waivers as waiver_commands
 from gate.cli.exit_codes import EXIT_ERROR
 from gate.logs import configure as configure_logging
 from gate.verdict import Decision
 
 # in the order `gate --help` lists them
-COMMAND_GROUPS = (eval_command, check, contract, serve, history, demo, policy, fingerprint, auth, attest, cache)
+COMMAND_GROUPS = (
+    eval_command,
+    check,
+    contract,
+    serve,
+    history,
+    demo,
+    policy,
+    fingerprint,
+    auth,
+    attest,
+    cache,
+    replay_command,
+    diff_command,
+    waiver_commands,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

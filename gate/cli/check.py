@@ -46,6 +46,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ck.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for the verdict (default 3600)")
     add_evidence_options(ck)
     ck.add_argument(
+        "--reference",
+        action="append",
+        default=[],
+        metavar="[NAME=]FILE",
+        help=(
+            "a reference model for `provider_parity` rules with `reference: NAME` (uploaded like the champion);"
+            " FILE alone stands for the NAME its file name gives; repeatable"
+        ),
+    )
+    ck.add_argument(
         "--attestation-out",
         type=Path,
         metavar="FILE",
@@ -87,6 +97,29 @@ def parse_labels(pairs: list[str]) -> dict[str, Any]:
     return labels
 
 
+def parse_references(entries: list[str]) -> dict[str, Path]:
+    """``--reference [NAME=]FILE`` entries by NAME: an existing FILE alone is named by its
+    file name (what a rule's ``reference:`` usually says), else the text before the first
+    ``=`` is the NAME."""
+    found: dict[str, Path] = {}
+    for entry in entries:
+        name, sep, file = entry.partition("=")
+        if Path(entry).is_file() or not sep:
+            name, file = Path(entry).name, entry
+        if not name or not file:
+            raise RequestError(f"--reference {entry!r} is not valid; it should be FILE or NAME=FILE")
+        if name in found:
+            raise RequestError(f"--reference names '{name}' twice ({found[name]} and {file})")
+        found[name] = Path(file)
+    return found
+
+
+def _upload_references(client: Any, references: dict[str, tuple[Path, bytes]]) -> dict[str, str]:
+    """Upload each reference model as the champion is (content-addressed: the server keeps
+    one copy of each); reference name -> its SHA-256."""
+    return {name: client.upload_model(data, filename=path.name).sha256 for name, (path, data) in references.items()}
+
+
 def _request_error(args: argparse.Namespace, kind: str, message: str) -> Verdict:
     """The ERROR verdict of a check that never got a verdict from the server."""
     return Verdict(
@@ -124,6 +157,7 @@ def _evaluate_remotely(args: argparse.Namespace, progress: Progress) -> tuple[Ve
         check_issues_path(args.label_issues_out)
     local_policy = policy_file(args)
     labels = parse_labels(args.label)
+    references = {name: (path, path.read_bytes()) for name, path in parse_references(args.reference).items()}
     data = args.model.read_bytes()
     champion = args.baseline.read_bytes() if args.baseline is not None else None
     prints = args.fingerprint.read_bytes() if args.fingerprint is not None else b""
@@ -132,6 +166,7 @@ def _evaluate_remotely(args: argparse.Namespace, progress: Progress) -> tuple[Ve
         # the client hashes each model once, as it streams it, and checks the server's reference
         model_ref = client.upload_model(data, filename=args.model.name)
         champion_sha = client.upload_model(champion, filename=args.baseline.name).sha256 if champion is not None else ""
+        reference_shas = _upload_references(client, references)
         evaluation = client.evaluate(
             model_ref.sha256,
             args.dataset,
@@ -143,6 +178,7 @@ def _evaluate_remotely(args: argparse.Namespace, progress: Progress) -> tuple[Ve
             on_progress=progress,
             baseline_sha256=champion_sha,
             fingerprint=prints,
+            reference_sha256=reference_shas,
         )
         if args.predictions_out is not None and evaluation.document["verdict"] in ("PASS", "FAIL"):
             client.save_predictions(evaluation.evaluation_id, args.predictions_out)

@@ -80,7 +80,13 @@ def run_suites(
         cells = split(run(candidate, view), clean, suite)
         theirs = None if champion is None else split(run(champion[0], view), champion[1], suite)
         runs[seed] = RobustnessRun(seed, clean, cells, None if champion is None else champion[1], theirs)
-    return robustness_metrics(runs), runs
+    section = robustness_metrics(runs)
+    # how the pixels were made, so that a report can show the corrupted images again
+    section["robustness_summary"]["images"] = {
+        "source": str(ds.source_path),
+        "preprocess": ds.spec.preprocess.model_dump(mode="json") if ds.spec.preprocess is not None else None,
+    }
+    return section, runs
 
 
 def robustness_metrics(runs: dict[int, RobustnessRun]) -> dict[str, Any]:

@@ -38,7 +38,10 @@ code, pre, textarea { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas
 .badge.pass { background: #1a7f37; }
 .badge.fail { background: #cf222e; }
 .badge.error { background: #d4a72c; color: #1f2328; }
-.badge.waived { background: #8250df; }
+.badge.waived, .badge.active { background: #8250df; }
+.badge.pending { background: #0969da; }
+form.replay label { display: block; font-size: .85rem; color: #57606a; }
+details { margin: 1rem 0; }
 form.filters { display: flex; flex-wrap: wrap; gap: .6rem; align-items: end; margin: 1rem 0; }
 form.filters label { display: flex; flex-direction: column; font-size: .8rem; color: #57606a; }
 input, select, button, textarea { font: inherit; }

@@ -112,6 +112,14 @@ class DashboardHandler(BaseHTTPRequestHandler):
             self.close_connection = True
         self._send(status, problem_page(status, HTTPStatus(status).phrase, message), headers=headers)
 
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """The standard library's refusals (a request line too long, a method no page
+        takes, a malformed request) as this dashboard's pages, with its headers."""
+        self.close_connection = True
+        phrase = HTTPStatus(code).phrase
+        page = problem_page(code, phrase, explain or message or phrase)
+        self._send(code, page, headers={"Connection": "close"})
+
     def _redirect(self, where: str, *, cookie: str | None = None) -> None:
         headers = {"Location": where}
         if cookie is not None:
@@ -262,7 +270,10 @@ class DashboardHandler(BaseHTTPRequestHandler):
         self._send(200, datasets.dataset_page(segments[1], points, params.get("class", []), visitor=visitor))
 
     def _waivers(self, segments: list[str], params: Params, visitor: str | None) -> None:
-        self._send(*sections.waivers(self.dashboard, self._single(params), visitor=visitor))
+        try:
+            self._send(*sections.waivers(self.dashboard, self._single(params), visitor=visitor))
+        except sections.SectionError as err:
+            raise Problem(400, str(err)) from None
 
     def _replay(self, segments: list[str], params: Params, visitor: str | None) -> None:
         form = self._form() if self.command == "POST" else None

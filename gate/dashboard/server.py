@@ -13,6 +13,7 @@ and nothing else: no script, no font, no request to any other place.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import socket
 import ssl
@@ -51,6 +52,16 @@ def tls_context(config: ServerConfig) -> ssl.SSLContext | None:
     except (OSError, ssl.SSLError) as e:
         raise ConfigError(f"http_listen: cannot use tls_cert/tls_key/tls_client_ca for the dashboard: {e}") from e
     return context
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether only this machine can reach ``host`` (a name other than localhost may be anything)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class _HTTPServer(ThreadingHTTPServer):
@@ -122,6 +133,12 @@ class Dashboard:
             "TLS" if self.tls else "plain text",
             "bearer tokens" if self.access.enabled else "no authentication: no tokens configured",
         )
+        if not _is_loopback(self.host):
+            # legitimate behind a proxy that terminates TLS and authenticates, so only a warning
+            if not self.access.enabled:
+                log.warning("no tokens are configured: anyone who reaches %s may read the dashboard", self.url)
+            if self.tls is None:
+                log.warning("the dashboard is plain HTTP: its pages, and any tokens, cross the network in clear text")
 
     def stop(self) -> None:
         if self._thread is not None:

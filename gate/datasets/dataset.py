@@ -30,6 +30,7 @@ import numpy.typing as npt
 from gate.atomic import atomic_write
 from gate.cache_version import cache_version
 from gate.datasets import images, repeats
+from gate.datasets.metadata import read_sidecar
 from gate.datasets.sources import (
     MANIFEST_SUFFIXES,
     ImageListing,
@@ -196,7 +197,8 @@ class Dataset:
     Build one with :func:`load_dataset`. ``labels[i]`` is the class id of sample ``i``
     (an index into ``classes``); ``sample_ids[i]`` names it (the image path relative to
     the dataset root or manifest directory, or ``x[i]`` for ``.npz``); ``metadata[i]``
-    holds a manifest row's extra columns (``None`` for other sources). ``sha256``
+    holds a manifest row's extra columns or the sidecar table's row of the sample
+    (``None`` for a set without metadata; see :mod:`gate.datasets.metadata`). ``sha256``
     identifies the content, labels, class list and preprocessing, independent of where
     the dataset lives and of its name.
     """
@@ -295,8 +297,10 @@ def load_dataset(path: str | os.PathLike[str], *, digest_cache: Path | None = No
         source = Path(spec.source)
         if not source.is_absolute():
             source = given.parent / source
-        if spec.train_sample is not None and not Path(spec.train_sample).is_absolute():
-            spec = spec.model_copy(update={"train_sample": str(given.parent / spec.train_sample)})
+        for field in ("train_sample", "metadata"):
+            named = getattr(spec, field)
+            if named is not None and not Path(named).is_absolute():
+                spec = spec.model_copy(update={field: str(given.parent / named)})
         return _load(spec, source, f"source of dataset spec {given}", digest_cache)
     if not given.exists():
         raise DatasetError(f"dataset not found: {given}")
@@ -332,6 +336,7 @@ def load_train_sample(ds: Dataset, *, digest_cache: Path | None = None) -> Datas
             "source": str(path),
             "classes": list(ds.classes),
             "train_sample": None,
+            "metadata": None,
         }
     )
     train = _load(spec, path, f"training sample of dataset '{ds.name}'", digest_cache)
@@ -365,6 +370,11 @@ def _load(spec: DatasetSpec, source: Path, what: str, digest_cache: Path | None)
     if suffix == ".npz":
         return _load_npz(spec, resolved, digest_cache)
     if suffix in MANIFEST_SUFFIXES:
+        if spec.metadata is not None:
+            raise DatasetError(
+                f"dataset spec '{spec.name}': `metadata:` names a table for an ImageFolder or .npz set; the"
+                f" manifest {resolved} holds its metadata as columns beyond path,label"
+            )
         return _load_images(spec, resolved, read_manifest(resolved, spec.classes), digest_cache)
     raise DatasetError(_unsupported(resolved))
 
@@ -377,6 +387,8 @@ def _load_npz(spec: DatasetSpec, path: Path, digest_cache: Path | None) -> Datas
         )
     known = _NpzDigest(digest_cache, path, spec.classes)
     content = read_npz(path, spec.classes)
+    sample_ids = [f"x[{i}]" for i in range(len(content.labels))]
+    metadata = None if spec.metadata is None else read_sidecar(Path(spec.metadata), "npz", sample_ids)
     sha256 = known.get()
     if sha256 is None:
         digest = _hash_header("npz", content.classes, None)
@@ -384,13 +396,15 @@ def _load_npz(spec: DatasetSpec, path: Path, digest_cache: Path | None) -> Datas
             _hash_array(digest, array)
         sha256 = digest.hexdigest()
         known.put(sha256)
+    if metadata is not None:  # only then: the hash of a set without metadata stays what it was
+        sha256 = hashlib.sha256(sha256.encode() + b"\n" + _canonical(metadata)).hexdigest()
     return Dataset(
         spec=spec,
         source_path=path,
         classes=content.classes,
         labels=content.labels,
-        sample_ids=[f"x[{i}]" for i in range(len(content.labels))],
-        metadata=None,
+        sample_ids=sample_ids,
+        metadata=metadata,
         sha256=sha256,
         samples=_ArraySamples(content),
     )
@@ -399,6 +413,9 @@ def _load_npz(spec: DatasetSpec, path: Path, digest_cache: Path | None) -> Datas
 def _load_images(spec: DatasetSpec, source: Path, listing: ImageListing, digest_cache: Path | None) -> Dataset:
     preprocess = spec.preprocess if spec.preprocess is not None else Preprocess()
     effective = spec.model_copy(update={"preprocess": preprocess})
+    if spec.metadata is not None:
+        table = read_sidecar(Path(spec.metadata), "images", listing.sample_ids, known=listing.hidden)
+        listing = dataclasses.replace(listing, metadata=table)
     file_digests, out_size = _scan_files(listing, preprocess, _DigestCache(digest_cache, source, preprocess))
     again = repeats.repeated_samples(
         listing.sample_ids,

@@ -24,6 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from gate.datasets.images import IMAGE_EXTENSIONS
+from gate.datasets.metadata import json_objects, text_value
 from gate.datasets.spec import class_name, read_text, repeated
 from gate.datasets.walk import Walk, walk_images
 from gate.errors import DatasetError
@@ -410,26 +411,15 @@ def _csv_rows(path: Path, text: str) -> Iterator[_Row]:
 
 
 def _jsonl_rows(path: Path, text: str) -> Iterator[_Row]:
-    # Split on "\n" only: str.splitlines() would also split on U+2028 and friends, which
-    # JSON allows unescaped inside strings.
-    for line, content in enumerate(text.split("\n"), start=1):
-        if not content.strip():
-            continue
-        try:
-            obj = json.loads(content)
-        except json.JSONDecodeError as exc:
-            raise DatasetError(f"manifest {path}, line {line}: malformed JSON: {exc}") from exc
-        if not isinstance(obj, dict):
-            raise DatasetError(f"manifest {path}, line {line}: expected a JSON object, got {type(obj).__name__}")
+    for line, obj in json_objects(text, f"manifest {path}"):
         for key in ("path", "label"):
             if not isinstance(obj.get(key), str):
                 raise DatasetError(
                     f"manifest {path}, line {line}: '{key}' must be a string, got {json.dumps(obj.get(key))}"
                 )
-        path_value = obj.pop("path")
-        label_value = obj.pop("label")
-        # Metadata is kept as text: strings as they are, anything else as its JSON.
-        meta = {str(k): v if isinstance(v, str) else json.dumps(v, sort_keys=True) for k, v in obj.items()}
+        path_value, label_value = str(obj.pop("path")), str(obj.pop("label"))
+        # Metadata is kept as text: strings as they are, null as missing, anything else as its JSON.
+        meta = {str(k): text_value(v) for k, v in obj.items()}
         yield _row(path, line, path_value, label_value, meta)
 
 

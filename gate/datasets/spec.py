@@ -149,6 +149,10 @@ class DatasetSpec(pydantic.BaseModel):
     #: (an error listing them) or ``count_once`` (the first in sample order is kept, the
     #: others are listed as skipped). The same bytes under two labels are always an error.
     duplicates: Literal["refuse", "count_once"] = "refuse"
+    #: ImageFolder and .npz sets: a .csv/.jsonl table of per-sample metadata keyed by
+    #: ``path`` (relative to the set's root) or ``index`` (relative to the spec file's
+    #: directory); see docs/slices.md. A manifest's own extra columns are its metadata.
+    metadata: _Name | None = None
 
     @pydantic.field_validator("classes")
     @classmethod

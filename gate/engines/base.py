@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from gate.datasets.metadata import metadata_columns
 from gate.errors import ModelError
 from gate.predictions import PredictionTable, build_table
 
@@ -100,5 +101,6 @@ def prediction_table(dataset: Dataset, predictions: Predictions) -> PredictionTa
         confidence=predictions.confidence,
         top_class=predictions.top_classes,
         top_score=predictions.top_scores,
+        metadata=metadata_columns(dataset.metadata),
         label_score=predictions.label_scores,
     )

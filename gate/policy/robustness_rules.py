@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
+import numpy as np
 from pydantic import Field
 
 from gate.corruptions.names import AVAILABLE, NOT_AVAILABLE, SEVERITIES
@@ -234,7 +235,10 @@ class RobustnessRule(Rule):
         for cell in self.cells():
             results = self._judge_cell(cell, run.cells[cell].metrics(), clean)
             judged += results
-            table.setdefault(cell[0], {})[str(cell[1])] = _cell_summary(results)
+            summary = _cell_summary(results)
+            if summary["failed"]:
+                summary["examples"] = _examples(run.cells[cell], summary["failing"])
+            table.setdefault(cell[0], {})[str(cell[1])] = summary
         details: dict[str, Any] = {"metric": self.metric, "cells": table}
         broken = [j.message() for j in judged if j.broken]
         if self.relative_to_baseline is not None:
@@ -300,3 +304,17 @@ def _cell_summary(results: list[_Judged]) -> dict[str, Any]:
         "failed": any(r.broken for r in results),
         "failing": [r.label.split(":")[0] for r in results if r.broken],
     }
+
+
+#: Misclassified samples a failing cell names, for the report's clean / corrupted pictures.
+EXAMPLES = 3
+
+
+def _examples(table: PredictionTable, failing: list[str]) -> list[str]:
+    """The first few samples of the failing classes (of any class for a global metric)
+    that the model gets wrong in this cell."""
+    wrong = ~table.correct
+    if failing and set(failing) <= set(table.classes):
+        wanted = [table.classes.index(name) for name in failing]
+        wrong &= np.isin(table.label, wanted)
+    return [str(sid) for sid in table.sample_id[wrong][:EXAMPLES]]

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from html import escape
 from typing import TYPE_CHECKING, Any
 
-from gate.report import evidence
+from gate.report import evidence, waivers
 from gate.report.deployment import deployment_html
 from gate.report.heldout import heldout_html
 from gate.report.markdown import (
@@ -35,6 +35,7 @@ from gate.report.markdown import (
     reason,
     run_facts,
 )
+from gate.report.robustness import robustness_html
 from gate.verdict import Decision, RuleResult, Severity, Status, Verdict
 
 if TYPE_CHECKING:
@@ -81,6 +82,7 @@ pre { white-space: pre-wrap; word-break: break-word; margin: 0; }
 .badge.inconclusive { background: #8250df; }
 .badge.error { background: #d4a72c; color: #1f2328; }
 .badge.warn { background: #9a6700; }
+.badge.waived { background: #bc4c00; }
 tr.blocking td { background: #fff5f5; }
 td.below, td.worse { color: #cf222e; font-weight: 700; }
 td.better { color: #1a7f37; }
@@ -632,7 +634,7 @@ def render_html(verdict: Verdict) -> str:
     if v.metrics:
         body += _metrics(v.metrics)
     if v.rules:
-        body += _rules(v) + _leaks(v)
+        body += _rules(v) + _leaks(v) + waivers.waiver_html(v)
     compared = evidence.comparison(v)
     if compared is not None:
         body += _comparison(compared)
@@ -640,6 +642,7 @@ def render_html(verdict: Verdict) -> str:
     if train is not None:
         body += _training(train)
     body += deployment_html(v, e)
+    body += robustness_html(v, e, _draw)
     if v.metrics and v.metrics.get("per_class"):
         body += _per_class(v, v.metrics)
     if v.metrics:

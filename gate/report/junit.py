@@ -15,6 +15,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import Any
 
+from gate.report import waivers
 from gate.report.deployment import deployment_properties
 from gate.report.evidence import leak_line, leakage, leakage_more, leakage_summary
 from gate.verdict import RuleResult, Severity, Status, Verdict
@@ -41,7 +42,7 @@ class _Case:
 def _outcome(status: Status, severity: Severity) -> tuple[str | None, str]:
     if status is Status.ERROR:
         return "error", "error"
-    if severity is Severity.WARN:
+    if severity is Severity.WARN or status is Status.WAIVED:
         return "skipped", status.value
     if status is Status.PASS:
         return None, "pass"
@@ -56,7 +57,7 @@ def _cases(verdict: Verdict) -> list[_Case]:
         checks: list[tuple[str, Status, str]] = [(rule.id, rule.status, rule.message)]
         # one case per class, unless that would hide the rule's own outcome: a rule that
         # errored, or one that blocks although none of its classes failed
-        per_class = rule.status is not Status.ERROR and (
+        per_class = rule.status not in (Status.ERROR, Status.WAIVED) and (
             not rule.blocks or any(c.status is not Status.PASS for c in rule.classes)
         )
         if rule.classes and per_class:
@@ -64,6 +65,8 @@ def _cases(verdict: Verdict) -> list[_Case]:
         for name, status, message in checks:
             outcome, kind = _outcome(status, rule.severity)
             text = f"warn: {message}" if outcome == "skipped" else message
+            if status is Status.WAIVED:
+                text = waivers.junit_waived(rule)
             out.append(_Case(classname, name, outcome, kind, text, _details(rule, status)))
     if not verdict.rules:
         error = verdict.error or {}

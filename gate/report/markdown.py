@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gate.metrics import PER_CLASS_METRICS
+from gate.report import waivers
 from gate.report.deployment import deployment_markdown
 from gate.report.evidence import (
     MAX_LEAK_EXAMPLES,
@@ -32,6 +33,7 @@ from gate.report.evidence import (
     signed,
     training_sample,
 )
+from gate.report.robustness import robustness_markdown
 from gate.verdict import Decision, RuleResult, Severity, Status, Verdict
 
 # isort: split
@@ -57,6 +59,7 @@ _STATUS = {
     Status.FAIL: "❌ fail",
     Status.INCONCLUSIVE: "❔ inconclusive",
     Status.ERROR: "💥 error",
+    Status.WAIVED: waivers.MARKDOWN_MARK,
 }
 
 
@@ -415,7 +418,7 @@ def render_markdown(verdict: Verdict) -> str:
     if v.error:
         out += ["", *_error_block(v)]
     if v.rules:
-        out += ["", *_rules(v), *_leaks(v)]
+        out += ["", *_rules(v), *_leaks(v), *waivers.waiver_markdown(v)]
     m = v.metrics
     if m:
         out += ["", *_headline(m)]
@@ -431,6 +434,7 @@ def render_markdown(verdict: Verdict) -> str:
     if train is not None:
         out += ["", *_training(train)]
     out += deployment_markdown(v, md)
+    out += robustness_markdown(v, md)
     out += heldout_markdown(v, md)
     footer = _footer(v)
     if footer:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import textwrap
 from typing import Any
 
+from gate.report import waivers
 from gate.report.deployment import deployment_text
 from gate.report.evidence import (
     MAX_LEAK_EXAMPLES,
@@ -23,6 +24,7 @@ from gate.report.evidence import (
     training_sample,
 )
 from gate.report.heldout import heldout_text
+from gate.report.robustness import robustness_text
 from gate.verdict import Decision, RuleResult, Severity, Status, Verdict
 
 _MARKS = {
@@ -30,6 +32,7 @@ _MARKS = {
     Status.FAIL: "✗ FAIL",
     Status.INCONCLUSIVE: "? INCONCLUSIVE",
     Status.ERROR: "! ERROR",
+    Status.WAIVED: waivers.TEXT_MARK,
 }
 _WRAP = 100  # long explanations are wrapped to this width
 _HEADLINE = (
@@ -193,6 +196,7 @@ def render_text(verdict: Verdict) -> str:
     if train is not None:
         out += _training(train)
     out += deployment_text(v)
+    out += robustness_text(v)
 
     out += heldout_text(v)
     if v.rules:
@@ -203,6 +207,7 @@ def render_text(verdict: Verdict) -> str:
             out.append(f"  {_mark(r).ljust(marks)}  {r.id.ljust(width)}  {r.message}")
             out += _leaks(r, 2 + marks + 2 + width + 2)
 
+    out += waivers.waiver_text(v)
     if v.error:
         out += ["", f"error: {v.error['type']}: {v.error['message']}"]
 

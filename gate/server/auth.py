@@ -9,8 +9,9 @@ hash with every configured one using :func:`hmac.compare_digest`.
 - a known token without the role the method needs (:data:`METHOD_ROLES`): PERMISSION_DENIED;
 - the health service and server reflection stay open: probes and tooling carry no token.
 
-``submit`` may upload, evaluate, read the record and the registry, and validate policies;
-``admin`` may do all that and ``Reload``. A GateService method missing from the table is
+``submit`` may upload, evaluate, read the record (waivers included) and the registry,
+validate policies and replay one; ``admin`` may do all that, ``Reload``, and grant and
+revoke waivers (``Waive``, ``RevokeWaiver``). A GateService method missing from the table is
 refused to every token, so a new method is closed until it is given a role.
 
 With no tokens configured every call is allowed: only for a server on loopback or the demo.
@@ -43,7 +44,11 @@ METHOD_ROLES: dict[str, Role] = {
     SERVICE_PREFIX + "ListPolicies": "submit",
     SERVICE_PREFIX + "ValidatePolicy": "submit",
     SERVICE_PREFIX + "GetPredictions": "submit",
+    SERVICE_PREFIX + "ReplayPolicy": "submit",
+    SERVICE_PREFIX + "ListWaivers": "submit",
     SERVICE_PREFIX + "Reload": "admin",
+    SERVICE_PREFIX + "Waive": "admin",
+    SERVICE_PREFIX + "RevokeWaiver": "admin",
 }
 
 #: What each role may do: admin includes submit, and both include read (the web dashboard).
@@ -73,6 +78,25 @@ def bearer_token(metadata: Sequence[tuple[str, str | bytes]] | None) -> str | No
     return token
 
 
+def token_entry(tokens: Sequence[TokenEntry], token: str) -> TokenEntry | None:
+    """The configured entry whose hash matches the token's, or None."""
+    digest = token_sha256(token).encode("ascii")
+    found = None
+    for entry in tokens:
+        # no early exit: the time taken does not tell which entry matched
+        if hmac.compare_digest(digest, entry.sha256.encode("ascii")):
+            found = entry
+    return found
+
+
+def caller_name(tokens: Sequence[TokenEntry], metadata: Sequence[tuple[str, str | bytes]] | None) -> str:
+    """Who made a call, for the record: its token's name (the interceptor has already
+    refused calls without a valid one), or ``anonymous`` on a server without tokens."""
+    token = bearer_token(metadata)
+    entry = None if token is None else token_entry(tokens, token)
+    return entry.name if entry is not None else "anonymous"
+
+
 class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg,misc,unused-ignore]
     """Authenticates each call by its bearer token and authorises it by role (see the
     module doc). Registered before the error interceptor, so it is the outermost."""
@@ -86,13 +110,7 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg,misc,unu
 
     def identify(self, token: str) -> TokenEntry | None:
         """The configured entry whose hash matches the token's, or None."""
-        digest = token_sha256(token).encode("ascii")
-        found = None
-        for entry in self._tokens:
-            # no early exit: the time taken does not tell which entry matched
-            if hmac.compare_digest(digest, entry.sha256.encode("ascii")):
-                found = entry
-        return found
+        return token_entry(self._tokens, token)
 
     def intercept_service(
         self,

@@ -48,6 +48,7 @@ from gate.errors import (
 from gate.evaluation import check_evidence
 from gate.inference import cuda_runs
 from gate.policy import Policy, parse_policy
+from gate.policy.deployment_rules import reference_names
 from gate.predictions import write_predictions
 from gate.providers import Provider
 from gate.registry import Registry
@@ -66,8 +67,9 @@ from gate.server.workers import (
     load_in,
 )
 from gate.store import AuditLog
-from gate.store.models import ModelStore
+from gate.store.models import SHA256_RE, ModelStore
 from gate.verdict import Decision, Verdict
+from gate.waivers import apply_waivers, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +97,8 @@ class EvaluationRequest:
     model_name: str | None = None
     baseline_sha256: str | None = None  # a stored champion model, for `baseline` rules
     fingerprint: bytes | None = None  # a training fingerprint file, for `leakage` rules
+    # stored reference models by the name `provider_parity` rules give them (`reference: NAME`)
+    reference_sha256: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -165,6 +169,7 @@ class EvaluationService:
         self._unrecorded_lock = threading.Lock()
         self._retrier: threading.Thread | None = None
         self._results = Caches(results=ResultCache(config.cache_dir / "results"))  # what the workers left there
+        self.clock: Callable[[], dt.datetime] = utc_now  # judges which waivers are valid
 
     # -- one evaluation --------------------------------------------------------------------
 
@@ -245,8 +250,13 @@ class EvaluationService:
             from gate.leakage import load_fingerprints
 
             load_fingerprints(request.fingerprint)  # a damaged file is the request's fault
+        references = self._references(request, policy)
         check_evidence(
-            policy, dataset, has_baseline=baseline is not None, has_fingerprint=request.fingerprint is not None
+            policy,
+            dataset,
+            has_baseline=baseline is not None,
+            has_fingerprint=request.fingerprint is not None,
+            references=references,
         )
         provider = evaluation.verdict.runtime["requested_provider"]
         if provider == "cuda" and not cuda_runs():
@@ -264,8 +274,29 @@ class EvaluationService:
             labels=dict(evaluation.verdict.labels or {}),
             baseline=baseline,
             fingerprint=request.fingerprint,
+            references=references,
         )
         return _Plan(LoadJob(model, provider, request.model_name or "the model"), job)
+
+    def _references(self, request: EvaluationRequest, policy: Policy) -> dict[str, ModelFile]:
+        """The stored reference models of the request, by the name the policy's rules give
+        them; a name no rule gives, or a model never uploaded, is the request's fault."""
+        named = reference_names(policy.rules)
+        found = {}
+        for name, sha in sorted(request.reference_sha256.items()):
+            if name not in named:
+                expected = ", ".join(f"'{n}'" for n in sorted(named)) or "none"
+                raise RequestError(
+                    f"reference model '{name}': no provider_parity rule of policy '{policy.name}' names it"
+                    f" (the rules name: {expected})"
+                )
+            if not SHA256_RE.match(sha.lower()):
+                raise RequestError(f"reference model '{name}': reference_sha256 {sha!r} is not 64 hex digits")
+            try:
+                found[name] = ModelFile(str(self.models.get(sha.lower())), sha.lower())
+            except NotFoundError as e:  # the request's fault: it names what it never uploaded
+                raise RequestError(f"reference model '{name}': {e.message}") from e
+        return found
 
     @staticmethod
     def _policy(request: EvaluationRequest, registry: Registry) -> Policy:
@@ -302,7 +333,7 @@ class EvaluationService:
                 elif isinstance(reply, Done):
                     result = Verdict.from_dict(reply.verdict)
                     result.evaluation_id, result.labels = evaluation.evaluation_id, evaluation.verdict.labels
-                    return result
+                    return self._apply_waivers(result)
                 elif isinstance(reply, Failed):  # the job failed before evaluate could judge
                     evaluation.fail(reply.error())
                     return evaluation.verdict
@@ -313,12 +344,34 @@ class EvaluationService:
                 " exhausted the worker's memory"
             ) from e
 
+    def _apply_waivers(self, verdict: Verdict) -> Verdict:
+        """The verdict with the waivers valid now for its model and dataset applied."""
+        if verdict.decision is not Decision.FAIL:
+            return verdict
+        found = self.store.waivers(model_sha256=verdict.model.get("sha256"), dataset=verdict.dataset.get("name"))
+        return apply_waivers(verdict, found, at=self.clock())
+
     def _finished(self, evaluation: _Evaluation) -> Finished:
         verdict = self._close(evaluation)
         attestation = None
         if self.signing_key is not None:  # PASS, FAIL and ERROR alike; `gate verify` accepts only PASS
             attestation = render_attestation(sign_verdict(verdict, self.signing_key))
+            self._keep_attestation(verdict, attestation)
         return Finished(verdict, attestation)
+
+    def _keep_attestation(self, verdict: Verdict, attestation: str) -> None:
+        """Keep the attestation in the audit log for GetVerdict. The verdict is recorded
+        already; an attestation the log refuses is still returned to the caller."""
+        assert verdict.evaluation_id is not None
+        try:
+            self.store.record_attestation(verdict.evaluation_id, attestation)
+        except GateError as e:
+            log.error("evaluation %s: its attestation could not be recorded: %s", verdict.evaluation_id, e.message)
+
+    @property
+    def results_cache(self) -> ResultCache | None:
+        """The predictions tables the workers left: replays judge them without a model."""
+        return self._results.results
 
     # -- predictions -----------------------------------------------------------------------
 

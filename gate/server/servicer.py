@@ -6,6 +6,7 @@ interceptor turns them into status codes.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import logging
 import threading
@@ -18,11 +19,13 @@ from gate._proto.gate.v1 import gate_pb2 as pb
 from gate._proto.gate.v1 import gate_pb2_grpc as pb_grpc
 from gate.cache import Caches
 from gate.config import ServerConfig
+from gate.datasets.metadata import column_counts, metadata_columns
 from gate.errors import NotFoundError, NotReadyError, PolicyError, RequestError
 from gate.policy import parse_policy
 from gate.registry import Registry
 from gate.server import convert, pages
 from gate.server.admission import Admission
+from gate.server.auth import caller_name
 from gate.server.evaluations import Accepted, EvaluationRequest, EvaluationService, Event
 from gate.server.interceptors import fit_status_message
 from gate.server.limits import check_evaluate_request
@@ -31,6 +34,7 @@ from gate.server.uploads import UploadLimits, UploadSlots, timed_requests
 from gate.server.workers import Progress, WorkerPool
 from gate.store import MAX_LIST_LIMIT, AuditLog
 from gate.store.models import SHA256_RE, ModelStore
+from gate.waivers import Waiver, new_waiver
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +182,86 @@ class GateServicer(pb_grpc.GateServiceServicer):  # type: ignore[misc,unused-ign
         record = self.store.get(request.evaluation_id)
         if record is None:
             raise NotFoundError(f"no evaluation with id {request.evaluation_id!r}")
-        return convert.record_to_pb(record)
+        message = convert.record_to_pb(record)
+        attestation = self.store.attestation(record.evaluation_id) if record.verdict is not None else None
+        if attestation is not None:
+            message.verdict.attestation_json = attestation
+        return message
+
+    def ReplayPolicy(self, request: pb.ReplayPolicyRequest, context: grpc.ServicerContext) -> pb.ReplayPolicyResponse:
+        from gate.replay import parse_since, replay_store
+
+        which = request.WhichOneof("policy")
+        if which == "policy_name":
+            policy = self._ready().policy(request.policy_name)
+        elif which == "policy_yaml":
+            policy = parse_policy(request.policy_yaml, source="<inline>")
+        else:
+            raise RequestError("the request names no policy: set policy_name or policy_yaml")
+        report = replay_store(
+            self.store,
+            policy,
+            results=self.evaluations.results_cache,
+            dataset=request.dataset or None,
+            since=parse_since(request.since) if request.since else None,
+            limit=request.limit or None,
+        )
+        counts = report.counts()
+        return pb.ReplayPolicyResponse(
+            report_json=report.to_json(),
+            evaluations=counts["evaluations"],
+            now_fail=counts["now_fail"],
+            now_pass=counts["now_pass"],
+            not_replayable=counts["not_replayable"],
+        )
+
+    # -- waivers ---------------------------------------------------------------------
+
+    def Waive(self, request: pb.WaiveRequest, context: grpc.ServicerContext) -> pb.WaiverInfo:
+        now = self.evaluations.clock()
+        waiver = new_waiver(
+            model_sha256=request.model_sha256,
+            dataset=request.dataset,
+            rule_id=request.rule_id,
+            reason=request.reason,
+            expires=request.expires,
+            granted_by=caller_name(self.config.tokens, context.invocation_metadata()),
+            now=now,
+        )
+        if self.registry is not None and waiver.dataset not in self.registry.datasets:
+            raise NotFoundError(f"no dataset {waiver.dataset!r} on this server")
+        self.store.record_waiver(waiver)
+        log.warning(
+            "waiver %s granted by '%s': rule %r for model %s on dataset %r until %s: %s",
+            waiver.id,
+            waiver.granted_by,
+            waiver.rule_id,
+            waiver.model_sha256,
+            waiver.dataset,
+            waiver.expires_at,
+            waiver.reason,
+        )
+        return _waiver_message(waiver, now)
+
+    def RevokeWaiver(self, request: pb.RevokeWaiverRequest, context: grpc.ServicerContext) -> pb.WaiverInfo:
+        from gate.waivers import timestamp
+
+        if not request.reason.strip():
+            raise RequestError("reason is empty: say why the waiver is revoked")
+        now = self.evaluations.clock()
+        waiver = self.store.record_revocation(
+            request.waiver_id,
+            revoked_by=caller_name(self.config.tokens, context.invocation_metadata()),
+            reason=request.reason.strip(),
+            revoked_at=timestamp(now),
+        )
+        log.warning("waiver %s revoked by '%s': %s", waiver.id, waiver.revoked_by, waiver.revoke_reason)
+        return _waiver_message(waiver, now)
+
+    def ListWaivers(self, request: pb.ListWaiversRequest, context: grpc.ServicerContext) -> pb.ListWaiversResponse:
+        now = self.evaluations.clock()
+        found = self.store.waivers(model_sha256=request.model_sha256.lower() or None, dataset=request.dataset or None)
+        return pb.ListWaiversResponse(waivers=[_waiver_message(w, now) for w in found])
 
     def ListVerdicts(self, request: pb.ListVerdictsRequest, context: grpc.ServicerContext) -> pb.ListVerdictsResponse:
         limit = request.limit or 50
@@ -210,6 +293,12 @@ class GateServicer(pb_grpc.GateServiceServicer):  # type: ignore[misc,unused-ign
                     classes=ds.classes,
                     description=(ds.spec.description or "").strip(),
                     support=support,
+                    metadata=[
+                        pb.MetadataColumn(
+                            name=column, values=[pb.MetadataValue(value=v, count=n) for v, n in counts.items()]
+                        )
+                        for column, counts in column_counts(metadata_columns(ds.metadata)).items()
+                    ],
                 )
             )
         return pb.ListDatasetsResponse(datasets=entries)
@@ -254,7 +343,13 @@ def _evaluation_request(request: pb.EvaluateRequest) -> EvaluationRequest:
         model_name=request.model_name or None,
         baseline_sha256=request.baseline_sha256 or None,
         fingerprint=bytes(request.fingerprint) or None,
+        reference_sha256=dict(request.reference_sha256),
     )
+
+
+def _waiver_message(waiver: Waiver, now: dt.datetime) -> pb.WaiverInfo:
+    fields = {k: v or "" for k, v in waiver.to_dict().items()}
+    return pb.WaiverInfo(state=waiver.state(now), **fields)
 
 
 def _event_message(event: Event) -> pb.EvaluateEvent:

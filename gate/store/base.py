@@ -40,11 +40,13 @@ from typing import Any, ClassVar, Protocol, Self
 from urllib.parse import urlsplit, urlunsplit
 
 from gate.errors import InternalError
+from gate.store.lifecycle import LifecycleRecords
 from gate.verdict import Decision, Verdict
 
 #: Version of the audit schema this gate writes; both back ends number it alike.
-#: 1: evaluations and results, append-only; 2: the replica id of each evaluation.
-SCHEMA_VERSION = 2
+#: 1: evaluations and results, append-only; 2: the replica id of each evaluation;
+#: 3: waivers, their revocations and the signed attestations (:mod:`gate.store.lifecycle`).
+SCHEMA_VERSION = 3
 
 #: Largest ``limit`` :meth:`AuditLog.list` accepts.
 MAX_LIST_LIMIT = 10_000
@@ -176,13 +178,28 @@ def incomplete_pass(verdict: Mapping[str, Any]) -> str | None:
     rules = verdict.get("rules")
     if not isinstance(rules, list) or not rules:
         return "it has no rule results"
+    waived = {w.get("id") for w in verdict.get("waivers") or () if isinstance(w, Mapping)}
     for rule in rules:
         if not isinstance(rule, Mapping):
             return f"a rule result is not an object: {rule!r}"
         status, severity = rule.get("status"), rule.get("severity", "block")
+        if status == "waived" and _named_waiver(rule, waived):
+            continue
         if status == "error" or (severity != "warn" and status != "pass"):
             return f"rule {rule.get('id')!r} ({severity}) has status {status!r}"
     return None
+
+
+def _named_waiver(rule: Mapping[str, Any], waived: set[Any]) -> bool:
+    """A waived rule result stands in a PASS only with a waivable real outcome and a
+    waiver the verdict's ``waivers`` section names (its validity was judged when applied)."""
+    waiver = rule.get("waiver")
+    return (
+        rule.get("outcome") in ("fail", "inconclusive")
+        and isinstance(waiver, Mapping)
+        and waiver.get("id") in waived
+        and waiver.get("rule") == rule.get("id")
+    )
 
 
 def _part(verdict: Mapping[str, Any], section: str, key: str) -> str | None:
@@ -255,7 +272,7 @@ _INSERT_RESULT = (
 INTERRUPTED_REASON = "the server stopped before the evaluation completed"
 
 
-class SQLAuditStore(ABC):
+class SQLAuditStore(LifecycleRecords, ABC):
     """The audit log, whatever holds it (:data:`AuditLog`): its logic over a SQL
     database; a back end supplies :meth:`_session` and the replica claims. Every method
     raises :class:`InternalError` naming the store and what it was doing when the

@@ -53,6 +53,7 @@ from gate.store.base import (
     iter_versions,
     redact_url,
 )
+from gate.store.lifecycle import LIFECYCLE_TABLE_NAMES, lifecycle_tables
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,22 @@ BEGIN
 END
 $$
 """
+
+
+def _append_only_triggers(tables: tuple[str, ...]) -> tuple[str, ...]:
+    """The triggers that make ``tables`` append-only; TRUNCATE fires no row trigger, so
+    it has its own."""
+    return tuple(
+        statement
+        for table in tables
+        for statement in (
+            f"CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table}"
+            " FOR EACH ROW EXECUTE FUNCTION gate_audit_append_only()",
+            f"CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table}"
+            " FOR EACH STATEMENT EXECUTE FUNCTION gate_audit_append_only()",
+        )
+    )
+
 
 #: The statements that take a schema from version N - 1 to N. Timestamps are ISO 8601
 #: text, as on SQLite, compared byte by byte (COLLATE "C") so that they sort by time.
@@ -112,16 +129,7 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         # Append-only, enforced by the database itself so that no other client can edit
         # history; TRUNCATE fires no row trigger, so it has its own.
         _APPEND_ONLY,
-        *(
-            statement
-            for table in ("evaluations", "results")
-            for statement in (
-                f"CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table}"
-                " FOR EACH ROW EXECUTE FUNCTION gate_audit_append_only()",
-                f"CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table}"
-                " FOR EACH STATEMENT EXECUTE FUNCTION gate_audit_append_only()",
-            )
-        ),
+        *_append_only_triggers(("evaluations", "results")),
     ),
     # A nullable column without a default rewrites no row: the append-only triggers are
     # not involved, and evaluations recorded before have no replica id (NULL).
@@ -129,10 +137,16 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE evaluations ADD COLUMN replica_id TEXT",
         "CREATE INDEX evaluations_replica_id ON evaluations (replica_id)",
     ),
+    # waivers, their revocations and the attestations: append-only like the rest
+    3: (*lifecycle_tables('TEXT COLLATE "C"'), *_append_only_triggers(LIFECYCLE_TABLE_NAMES)),
 }
 assert sorted(MIGRATIONS) == list(range(1, SCHEMA_VERSION + 1))
 
-_DESCRIPTIONS = {1: "evaluations and results, append-only", 2: "the replica id of each evaluation"}
+_DESCRIPTIONS = {
+    1: "evaluations and results, append-only",
+    2: "the replica id of each evaluation",
+    3: "waivers, their revocations and signed attestations, append-only",
+}
 
 _MIGRATIONS_TABLE = """
 CREATE TABLE IF NOT EXISTS gate_schema_migrations (

@@ -33,6 +33,7 @@ from typing import Any
 from gate.errors import InternalError
 from gate.store import base
 from gate.store.base import CLAIM_TIMEOUT_S, SCHEMA_VERSION, SQLAuditStore
+from gate.store.lifecycle import LIFECYCLE_TABLE_NAMES, lifecycle_tables
 
 log = logging.getLogger(__name__)
 
@@ -76,17 +77,23 @@ _V1_TABLES = (
     "CREATE INDEX evaluations_created_at ON evaluations (created_at)",
 )
 
-# Append-only, enforced by the database itself so that no other client can edit history.
-_V1_TRIGGERS = tuple(
-    f"""
-    CREATE TRIGGER {table}_no_{op.lower()} BEFORE {op} ON {table}
-    BEGIN
-        SELECT RAISE(ABORT, 'the audit log is append-only: {table} rows cannot be {done}');
-    END
-    """
-    for table in ("evaluations", "results")
-    for op, done in (("UPDATE", "updated"), ("DELETE", "deleted"))
-)
+
+def _append_only(tables: tuple[str, ...]) -> tuple[str, ...]:
+    """Triggers refusing UPDATE and DELETE on ``tables``: append-only, enforced by the
+    database itself so that no other client can edit history."""
+    return tuple(
+        f"""
+        CREATE TRIGGER {table}_no_{op.lower()} BEFORE {op} ON {table}
+        BEGIN
+            SELECT RAISE(ABORT, 'the audit log is append-only: {table} rows cannot be {done}');
+        END
+        """
+        for table in tables
+        for op, done in (("UPDATE", "updated"), ("DELETE", "deleted"))
+    )
+
+
+_V1_TRIGGERS = _append_only(("evaluations", "results"))
 
 #: The statements that take a schema from version N - 1 to N.
 MIGRATIONS: dict[int, tuple[str, ...]] = {
@@ -97,6 +104,7 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE evaluations ADD COLUMN replica_id TEXT",
         "CREATE INDEX evaluations_replica_id ON evaluations (replica_id)",
     ),
+    3: (*lifecycle_tables("TEXT"), *_append_only(LIFECYCLE_TABLE_NAMES)),
 }
 assert sorted(MIGRATIONS) == list(range(1, SCHEMA_VERSION + 1))
 

@@ -79,7 +79,14 @@ class Labels(_message.Message):
     def __init__(self, pipeline_id: _Optional[str] = ..., git_sha: _Optional[str] = ..., extra: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class EvaluateRequest(_message.Message):
-    __slots__ = ("model_sha256", "dataset", "policy_name", "policy_yaml", "labels", "provider", "batch_size", "model_name", "baseline_sha256", "fingerprint")
+    __slots__ = ("model_sha256", "dataset", "policy_name", "policy_yaml", "labels", "provider", "batch_size", "model_name", "baseline_sha256", "fingerprint", "reference_sha256")
+    class ReferenceSha256Entry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     MODEL_SHA256_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
     POLICY_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -90,6 +97,7 @@ class EvaluateRequest(_message.Message):
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     BASELINE_SHA256_FIELD_NUMBER: _ClassVar[int]
     FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_SHA256_FIELD_NUMBER: _ClassVar[int]
     model_sha256: str
     dataset: str
     policy_name: str
@@ -100,7 +108,8 @@ class EvaluateRequest(_message.Message):
     model_name: str
     baseline_sha256: str
     fingerprint: bytes
-    def __init__(self, model_sha256: _Optional[str] = ..., dataset: _Optional[str] = ..., policy_name: _Optional[str] = ..., policy_yaml: _Optional[str] = ..., labels: _Optional[_Union[Labels, _Mapping]] = ..., provider: _Optional[_Union[Provider, str]] = ..., batch_size: _Optional[int] = ..., model_name: _Optional[str] = ..., baseline_sha256: _Optional[str] = ..., fingerprint: _Optional[bytes] = ...) -> None: ...
+    reference_sha256: _containers.ScalarMap[str, str]
+    def __init__(self, model_sha256: _Optional[str] = ..., dataset: _Optional[str] = ..., policy_name: _Optional[str] = ..., policy_yaml: _Optional[str] = ..., labels: _Optional[_Union[Labels, _Mapping]] = ..., provider: _Optional[_Union[Provider, str]] = ..., batch_size: _Optional[int] = ..., model_name: _Optional[str] = ..., baseline_sha256: _Optional[str] = ..., fingerprint: _Optional[bytes] = ..., reference_sha256: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class EvaluateEvent(_message.Message):
     __slots__ = ("accepted", "progress", "verdict")
@@ -358,20 +367,38 @@ class ListDatasetsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class DatasetEntry(_message.Message):
-    __slots__ = ("name", "sha256", "samples", "classes", "description", "support")
+    __slots__ = ("name", "sha256", "samples", "classes", "description", "support", "metadata")
     NAME_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
     SAMPLES_FIELD_NUMBER: _ClassVar[int]
     CLASSES_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     SUPPORT_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
     name: str
     sha256: str
     samples: int
     classes: _containers.RepeatedScalarFieldContainer[str]
     description: str
     support: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, name: _Optional[str] = ..., sha256: _Optional[str] = ..., samples: _Optional[int] = ..., classes: _Optional[_Iterable[str]] = ..., description: _Optional[str] = ..., support: _Optional[_Iterable[int]] = ...) -> None: ...
+    metadata: _containers.RepeatedCompositeFieldContainer[MetadataColumn]
+    def __init__(self, name: _Optional[str] = ..., sha256: _Optional[str] = ..., samples: _Optional[int] = ..., classes: _Optional[_Iterable[str]] = ..., description: _Optional[str] = ..., support: _Optional[_Iterable[int]] = ..., metadata: _Optional[_Iterable[_Union[MetadataColumn, _Mapping]]] = ...) -> None: ...
+
+class MetadataColumn(_message.Message):
+    __slots__ = ("name", "values")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    values: _containers.RepeatedCompositeFieldContainer[MetadataValue]
+    def __init__(self, name: _Optional[str] = ..., values: _Optional[_Iterable[_Union[MetadataValue, _Mapping]]] = ...) -> None: ...
+
+class MetadataValue(_message.Message):
+    __slots__ = ("value", "count")
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    value: str
+    count: int
+    def __init__(self, value: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
 
 class ListDatasetsResponse(_message.Message):
     __slots__ = ("datasets",)
@@ -452,3 +479,95 @@ class PredictionsChunk(_message.Message):
     data: bytes
     sha256: str
     def __init__(self, total_size: _Optional[int] = ..., data: _Optional[bytes] = ..., sha256: _Optional[str] = ...) -> None: ...
+
+class ReplayPolicyRequest(_message.Message):
+    __slots__ = ("policy_name", "policy_yaml", "dataset", "since", "limit")
+    POLICY_NAME_FIELD_NUMBER: _ClassVar[int]
+    POLICY_YAML_FIELD_NUMBER: _ClassVar[int]
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    policy_name: str
+    policy_yaml: str
+    dataset: str
+    since: str
+    limit: int
+    def __init__(self, policy_name: _Optional[str] = ..., policy_yaml: _Optional[str] = ..., dataset: _Optional[str] = ..., since: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class ReplayPolicyResponse(_message.Message):
+    __slots__ = ("report_json", "evaluations", "now_fail", "now_pass", "not_replayable")
+    REPORT_JSON_FIELD_NUMBER: _ClassVar[int]
+    EVALUATIONS_FIELD_NUMBER: _ClassVar[int]
+    NOW_FAIL_FIELD_NUMBER: _ClassVar[int]
+    NOW_PASS_FIELD_NUMBER: _ClassVar[int]
+    NOT_REPLAYABLE_FIELD_NUMBER: _ClassVar[int]
+    report_json: str
+    evaluations: int
+    now_fail: int
+    now_pass: int
+    not_replayable: int
+    def __init__(self, report_json: _Optional[str] = ..., evaluations: _Optional[int] = ..., now_fail: _Optional[int] = ..., now_pass: _Optional[int] = ..., not_replayable: _Optional[int] = ...) -> None: ...
+
+class WaiveRequest(_message.Message):
+    __slots__ = ("model_sha256", "dataset", "rule_id", "reason", "expires")
+    MODEL_SHA256_FIELD_NUMBER: _ClassVar[int]
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    RULE_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_FIELD_NUMBER: _ClassVar[int]
+    model_sha256: str
+    dataset: str
+    rule_id: str
+    reason: str
+    expires: str
+    def __init__(self, model_sha256: _Optional[str] = ..., dataset: _Optional[str] = ..., rule_id: _Optional[str] = ..., reason: _Optional[str] = ..., expires: _Optional[str] = ...) -> None: ...
+
+class WaiverInfo(_message.Message):
+    __slots__ = ("id", "model_sha256", "dataset", "rule_id", "reason", "expires_at", "granted_by", "granted_at", "revoked_at", "revoked_by", "revoke_reason", "state")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_SHA256_FIELD_NUMBER: _ClassVar[int]
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    RULE_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    GRANTED_BY_FIELD_NUMBER: _ClassVar[int]
+    GRANTED_AT_FIELD_NUMBER: _ClassVar[int]
+    REVOKED_AT_FIELD_NUMBER: _ClassVar[int]
+    REVOKED_BY_FIELD_NUMBER: _ClassVar[int]
+    REVOKE_REASON_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    model_sha256: str
+    dataset: str
+    rule_id: str
+    reason: str
+    expires_at: str
+    granted_by: str
+    granted_at: str
+    revoked_at: str
+    revoked_by: str
+    revoke_reason: str
+    state: str
+    def __init__(self, id: _Optional[str] = ..., model_sha256: _Optional[str] = ..., dataset: _Optional[str] = ..., rule_id: _Optional[str] = ..., reason: _Optional[str] = ..., expires_at: _Optional[str] = ..., granted_by: _Optional[str] = ..., granted_at: _Optional[str] = ..., revoked_at: _Optional[str] = ..., revoked_by: _Optional[str] = ..., revoke_reason: _Optional[str] = ..., state: _Optional[str] = ...) -> None: ...
+
+class RevokeWaiverRequest(_message.Message):
+    __slots__ = ("waiver_id", "reason")
+    WAIVER_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    waiver_id: str
+    reason: str
+    def __init__(self, waiver_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class ListWaiversRequest(_message.Message):
+    __slots__ = ("model_sha256", "dataset")
+    MODEL_SHA256_FIELD_NUMBER: _ClassVar[int]
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    model_sha256: str
+    dataset: str
+    def __init__(self, model_sha256: _Optional[str] = ..., dataset: _Optional[str] = ...) -> None: ...
+
+class ListWaiversResponse(_message.Message):
+    __slots__ = ("waivers",)
+    WAIVERS_FIELD_NUMBER: _ClassVar[int]
+    waivers: _containers.RepeatedCompositeFieldContainer[WaiverInfo]
+    def __init__(self, waivers: _Optional[_Iterable[_Union[WaiverInfo, _Mapping]]] = ...) -> None: ...

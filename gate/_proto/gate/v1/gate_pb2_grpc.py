@@ -79,6 +79,26 @@ class GateServiceStub:
                 request_serializer=gate_dot_v1_dot_gate__pb2.GetPredictionsRequest.SerializeToString,
                 response_deserializer=gate_dot_v1_dot_gate__pb2.PredictionsChunk.FromString,
                 _registered_method=True)
+        self.ReplayPolicy = channel.unary_unary(
+                '/gate.v1.GateService/ReplayPolicy',
+                request_serializer=gate_dot_v1_dot_gate__pb2.ReplayPolicyRequest.SerializeToString,
+                response_deserializer=gate_dot_v1_dot_gate__pb2.ReplayPolicyResponse.FromString,
+                _registered_method=True)
+        self.Waive = channel.unary_unary(
+                '/gate.v1.GateService/Waive',
+                request_serializer=gate_dot_v1_dot_gate__pb2.WaiveRequest.SerializeToString,
+                response_deserializer=gate_dot_v1_dot_gate__pb2.WaiverInfo.FromString,
+                _registered_method=True)
+        self.RevokeWaiver = channel.unary_unary(
+                '/gate.v1.GateService/RevokeWaiver',
+                request_serializer=gate_dot_v1_dot_gate__pb2.RevokeWaiverRequest.SerializeToString,
+                response_deserializer=gate_dot_v1_dot_gate__pb2.WaiverInfo.FromString,
+                _registered_method=True)
+        self.ListWaivers = channel.unary_unary(
+                '/gate.v1.GateService/ListWaivers',
+                request_serializer=gate_dot_v1_dot_gate__pb2.ListWaiversRequest.SerializeToString,
+                response_deserializer=gate_dot_v1_dot_gate__pb2.ListWaiversResponse.FromString,
+                _registered_method=True)
 
 
 class GateServiceServicer:
@@ -158,6 +178,38 @@ class GateServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReplayPolicy(self, request, context):
+        """Re-judge recorded evaluations by another policy from the evidence they stored (their
+        confusion matrices, and their predictions tables where a rule needs them); no model
+        runs. The report lists, per evaluation, the recorded and the new verdict, or why it
+        cannot be replayed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Waive(self, request, context):
+        """Administrative (role admin): let one model ship past one failing rule on one dataset
+        until an expiry, for a recorded reason. Recorded append-only with who and when.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeWaiver(self, request, context):
+        """Administrative (role admin): end a waiver before its expiry (recorded, never erased).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListWaivers(self, request, context):
+        """Every waiver recorded, newest first, with its state now.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GateServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -205,6 +257,26 @@ def add_GateServiceServicer_to_server(servicer, server):
                     servicer.GetPredictions,
                     request_deserializer=gate_dot_v1_dot_gate__pb2.GetPredictionsRequest.FromString,
                     response_serializer=gate_dot_v1_dot_gate__pb2.PredictionsChunk.SerializeToString,
+            ),
+            'ReplayPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReplayPolicy,
+                    request_deserializer=gate_dot_v1_dot_gate__pb2.ReplayPolicyRequest.FromString,
+                    response_serializer=gate_dot_v1_dot_gate__pb2.ReplayPolicyResponse.SerializeToString,
+            ),
+            'Waive': grpc.unary_unary_rpc_method_handler(
+                    servicer.Waive,
+                    request_deserializer=gate_dot_v1_dot_gate__pb2.WaiveRequest.FromString,
+                    response_serializer=gate_dot_v1_dot_gate__pb2.WaiverInfo.SerializeToString,
+            ),
+            'RevokeWaiver': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeWaiver,
+                    request_deserializer=gate_dot_v1_dot_gate__pb2.RevokeWaiverRequest.FromString,
+                    response_serializer=gate_dot_v1_dot_gate__pb2.WaiverInfo.SerializeToString,
+            ),
+            'ListWaivers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWaivers,
+                    request_deserializer=gate_dot_v1_dot_gate__pb2.ListWaiversRequest.FromString,
+                    response_serializer=gate_dot_v1_dot_gate__pb2.ListWaiversResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -450,6 +522,114 @@ class GateService:
             '/gate.v1.GateService/GetPredictions',
             gate_dot_v1_dot_gate__pb2.GetPredictionsRequest.SerializeToString,
             gate_dot_v1_dot_gate__pb2.PredictionsChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReplayPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gate.v1.GateService/ReplayPolicy',
+            gate_dot_v1_dot_gate__pb2.ReplayPolicyRequest.SerializeToString,
+            gate_dot_v1_dot_gate__pb2.ReplayPolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Waive(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gate.v1.GateService/Waive',
+            gate_dot_v1_dot_gate__pb2.WaiveRequest.SerializeToString,
+            gate_dot_v1_dot_gate__pb2.WaiverInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeWaiver(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gate.v1.GateService/RevokeWaiver',
+            gate_dot_v1_dot_gate__pb2.RevokeWaiverRequest.SerializeToString,
+            gate_dot_v1_dot_gate__pb2.WaiverInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWaivers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gate.v1.GateService/ListWaivers',
+            gate_dot_v1_dot_gate__pb2.ListWaiversRequest.SerializeToString,
+            gate_dot_v1_dot_gate__pb2.ListWaiversResponse.FromString,
             options,
             channel_credentials,
             insecure,
