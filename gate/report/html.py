@@ -36,6 +36,7 @@ from gate.report.markdown import (
     run_facts,
 )
 from gate.report.robustness import robustness_html
+from gate.report.slices import render_html_slices
 from gate.verdict import Decision, RuleResult, Severity, Status, Verdict
 
 if TYPE_CHECKING:
@@ -645,6 +646,7 @@ def render_html(verdict: Verdict) -> str:
     body += robustness_html(v, e, _draw)
     if v.metrics and v.metrics.get("per_class"):
         body += _per_class(v, v.metrics)
+    body += render_html_slices(v, e)
     if v.metrics:
         body += _calibration(v.metrics, compared)
     body += heldout_html(v, _draw)
