@@ -198,9 +198,8 @@ def render_text(verdict: Verdict) -> str:
     if train is not None:
         out += _training(train)
     out += deployment_text(v)
-    out += robustness_text(v)
+    out += robustness_text(v) + heldout_text(v)
 
-    out += heldout_text(v)
     if v.rules:
         out += ["", "Rules"]
         width = max(len(r.id) for r in v.rules)
