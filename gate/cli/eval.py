@@ -69,6 +69,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="FILE",
         help="write the per-sample predictions table there (.csv, or .parquet with gate[parquet]) on PASS or FAIL",
     )
+    add_label_issues_option(ev)
     add_evidence_options(ev)
     _signing_options(ev)
     add_report_options(ev)
@@ -88,6 +89,15 @@ def add_evidence_options(p: argparse.ArgumentParser) -> None:
         type=Path,
         metavar="FILE",
         help="perceptual hashes of the training images (`gate fingerprint`), for `leakage` rules",
+    )
+
+
+def add_label_issues_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--label-issues-out",
+        type=Path,
+        metavar="FILE.csv",
+        help="write the suspected label errors of the set there, for its owner (needs a `label_quality` rule)",
     )
 
 
@@ -163,10 +173,18 @@ def _loaded_or_path(loading: _DatasetLoad, path: str) -> Dataset | str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from gate.errors import RequestError  # both light: the dataset's load below starts before the heavy imports
+    from gate.heldout.issues_file import check_issues_path, deliver_label_issues
+
     try:
         key = _signing_key(args)
+        if args.label_issues_out is not None:
+            check_issues_path(args.label_issues_out)
     except _SigningKeyError as e:
         print(f"gate eval: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except RequestError as e:
+        print(f"gate eval: {e.message}", file=sys.stderr)
         return EXIT_ERROR
     root = args.cache_dir or default_cache_dir()
     loading = _DatasetLoad(args.dataset, root / "digests")  # the digest cache of Caches.at and digests_only
@@ -197,4 +215,5 @@ def run(args: argparse.Namespace) -> int:
         from gate.attest import render_attestation, sign_verdict
 
         attestation = render_attestation(sign_verdict(verdict, key))
-    return deliver_verdict(verdict, attestation, args, "eval")
+    code = deliver_verdict(verdict, attestation, args, "eval")
+    return code if deliver_label_issues(verdict, args.label_issues_out, "eval") else EXIT_ERROR

@@ -37,6 +37,9 @@ from gate.report.robustness import robustness_markdown
 from gate.report.slices import render_markdown_slices
 from gate.verdict import Decision, RuleResult, Severity, Status, Verdict
 
+# isort: split
+from gate.report.heldout import heldout_markdown
+
 #: The metrics worth a glance, in the order people read them, with their display names.
 HEADLINE: tuple[tuple[str, str], ...] = (
     ("accuracy", "accuracy"),
@@ -434,6 +437,7 @@ def render_markdown(verdict: Verdict) -> str:
         out += ["", *_training(train)]
     out += deployment_markdown(v, md)
     out += robustness_markdown(v, md)
+    out += heldout_markdown(v, md)
     footer = _footer(v)
     if footer:
         out += ["", footer]
