@@ -30,6 +30,7 @@ from gate.deployment.steps import ReferenceSource, contract_stop, describe, meas
 from gate.engines import engine_for
 from gate.engines.base import ModelInput, ProgressFn, RunOptions, read_model
 from gate.errors import GateError, InternalError, RequestError
+from gate.heldout.audit import audit_heldout
 from gate.inference import resolve_provider, runtime_versions
 from gate.metrics import ClassificationMetrics
 from gate.policy import Policy, apply_policy, load_policy
@@ -233,6 +234,7 @@ def _run(verdict: Verdict, dataset: Dataset | PathLike, policy: Policy | PathLik
         context = robustness_step(
             verdict.metrics, pol, ds, context, _corrupted_runner(req), (run, champion), caches=req.caches
         )
+    context = _audit_heldout(verdict, pol, ds, context, champion, req)
 
     verdict.rules = apply_policy(pol, run.metrics, context)
     verdict.decision = decide(verdict.rules)
@@ -251,6 +253,17 @@ def _corrupted_runner(req: _Request) -> Callable[[ModelInput, Dataset], Predicti
     (the view caches its own pixels per cell)."""
     plain = replace(req, caches=replace(req.caches, tensors=None))
     return lambda model, view: _run_model(model, view, plain, progress=req.progress).table
+
+
+def _audit_heldout(
+    verdict: Verdict, pol: Policy, ds: Dataset, context: RuleContext, champion: _Run | None, req: _Request
+) -> RuleContext:
+    """The held-out audit the policy's rules ask for (:mod:`gate.heldout.audit`), into the verdict."""
+    found = audit_heldout(pol, ds, context, champion.table if champion is not None else None, req.caches)
+    if found.metrics:
+        verdict.metrics = {**(verdict.metrics or {}), **found.metrics}
+    verdict.dataset_audit = {**(verdict.dataset_audit or {}), **found.audit} or verdict.dataset_audit
+    return found.context
 
 
 def _baseline_label(inp: _Inputs) -> str | None:

@@ -590,7 +590,8 @@ def _expected(rule: Rule, m: ClassificationMetrics, cm: np.ndarray) -> tuple[Sta
 # robustness's cells against recomputed metrics in tests/test_robustness_rule_checks.py;
 # the deployment rules judge the model file and its runs, in tests/test_contract.py,
 # tests/test_latency.py and tests/test_parity.py; the slice rules judge the predictions
-# table's subgroups, in tests/test_slices*.py)
+# table's subgroups, in tests/test_slices*.py;
+# the held-out rules against hand computation and cleanlab in tests/test_heldout_*.py)
 CONTEXT_RULES = {
     "per_slice",
     "slice_gap",
@@ -602,6 +603,9 @@ CONTEXT_RULES = {
     "latency",
     "memory",
     "provider_parity",
+    "label_quality",
+    "heldout_duplicates",
+    "selective",
 }
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from gate.cli.connection import add_client_options, open_client
-from gate.cli.eval import add_evidence_options
+from gate.cli.eval import add_evidence_options, add_label_issues_option
+from gate.cli.exit_codes import EXIT_ERROR
 from gate.cli.verdict_output import Progress, add_format_options, add_report_options, deliver_verdict
 from gate.errors import GateError, RequestError
 from gate.providers import PROVIDERS
@@ -66,6 +67,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="FILE",
         help="write the per-sample predictions table there (.csv or .parquet, as `gate eval` does) on PASS or FAIL",
     )
+    add_label_issues_option(ck)
     add_report_options(ck)
     add_client_options(ck)
     ck.set_defaults(run=run_check)
@@ -149,6 +151,10 @@ def _evaluate_remotely(args: argparse.Namespace, progress: Progress) -> tuple[Ve
         from gate.predictions import check_predictions_path
 
         check_predictions_path(args.predictions_out)
+    if args.label_issues_out is not None:
+        from gate.heldout.issues_file import check_issues_path
+
+        check_issues_path(args.label_issues_out)
     local_policy = policy_file(args)
     labels = parse_labels(args.label)
     references = {name: (path, path.read_bytes()) for name, path in parse_references(args.reference).items()}
@@ -194,7 +200,10 @@ def run_check(args: argparse.Namespace) -> int:
         verdict = _request_error(args, "RequestError", f"cannot read {e.filename}: {e.strerror}")
     finally:
         progress.end()
-    return deliver_verdict(verdict, attestation, args, "check")
+    code = deliver_verdict(verdict, attestation, args, "check")
+    from gate.heldout.issues_file import deliver_label_issues
+
+    return code if deliver_label_issues(verdict, args.label_issues_out, "check") else EXIT_ERROR
 
 
 def run_health(args: argparse.Namespace) -> int:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from gate.report import evidence, waivers
 from gate.report.deployment import deployment_html
+from gate.report.heldout import heldout_html
 from gate.report.markdown import (
     HEADLINE,
     Floor,
@@ -648,6 +649,7 @@ def render_html(verdict: Verdict) -> str:
     body += render_html_slices(v, e)
     if v.metrics:
         body += _calibration(v.metrics, compared)
+    body += heldout_html(v, _draw)
     body += ["<footer>gate verdict, schema gate.verdict/v1</footer>", "</main>"]
     head = [
         "<!DOCTYPE html>",
