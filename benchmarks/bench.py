@@ -20,6 +20,8 @@ Sections (see benchmarks/README.md for the latest figures):
   h  gate's fixed cost on a small model: `gate eval --no-cache` on 16,384 tensors vs the
      plain script, its imports, and host vs in-graph normalisation on the CPU
      (benchmarks/overhead.py)
+  s  slices: metrics.slices and per_slice/slice_gap rules on 50,000 samples x 3 metadata
+     columns x 20 values, in this process (benchmarks/slices.py)
 
 Whole commands are timed as processes (best of several runs, the two sides of a ratio
 interleaved), because machines here are shared and noisy.
@@ -52,6 +54,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.corruptions import section_r  # noqa: E402
 from benchmarks.models import resnet18, small_cnn, write_jpeg_folder  # noqa: E402
 from benchmarks.overhead import section_h  # noqa: E402
+from benchmarks.slices import section_s  # noqa: E402
 
 PY = sys.executable
 IMAGENET = "mean: [0.485, 0.456, 0.406]\n  std: [0.229, 0.224, 0.225]"
@@ -445,7 +448,7 @@ def machine() -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", default="a,b,c,d,e,f,h,r", help="sections to run (g comes with c)")
+    ap.add_argument("--only", default="a,b,c,d,e,f,h,r,s", help="sections to run (g comes with c)")
     ap.add_argument("--provider", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--quick", action="store_true", help="small sets: a smoke run, not figures")
     ap.add_argument("--workdir", type=Path, help="keep data here (default: a temporary directory)")
@@ -484,6 +487,8 @@ def main() -> None:
         section_h(rep, work, args)
     if "r" in sections:
         section_r(rep, work, args)
+    if "s" in sections:
+        section_s(rep, args.repeat)
     print(f"\n{rep.table()}\n\n(total {time.perf_counter() - t0:.0f} s)")
     if args.json:
         args.json.write_text(json.dumps({"machine": machine(), "rows": rep.rows}, indent=2))

@@ -49,13 +49,14 @@ log = logging.getLogger(__name__)
 
 #: The results cache's code version: bump when the stored table or inference's
 #: post-processing (probabilities, ranking, what a column holds) changes.
-#: v4: the table carries the set's metadata columns; v3: the whole predictions table
-#: without them; v2: predicted class and confidence.
-RESULTS_FORMAT = "v4"
+#: v5: the table with the given label's probability (``label_score``); v4: the table
+#: carries the set's metadata columns; v3: the whole predictions table without them; v2:
+#: predicted class and confidence.
+RESULTS_FORMAT = "v5"
 #: The held-out hash cache's code version (the hash algorithm's own version is in each key).
 HASHES_FORMAT = "v1"
 _METADATA = "metadata."  # prefix of the metadata columns' names in an entry
-_COLUMNS = ("sample_id", "label", "predicted", "confidence", "top_k_class", "top_k_score")
+_COLUMNS = ("sample_id", "label", "predicted", "confidence", "top_k_class", "top_k_score", "label_score")
 
 
 class ResultCache:
@@ -86,9 +87,12 @@ class ResultCache:
         path = self.version.directory(self.root) / f"{key}.npz"
         try:
             with np.load(path, allow_pickle=False) as f:
+                columns: dict[str, Any] = {name: f[name] for name in _COLUMNS}
+                if np.isnan(columns["label_score"]).any():
+                    columns["label_score"] = None
                 table = PredictionTable(
                     classes=tuple(str(c) for c in f["classes"]),
-                    **{name: f[name] for name in _COLUMNS},
+                    **columns,
                     metadata={n[len(_METADATA) :]: f[n] for n in f.files if n.startswith(_METADATA)},
                 )
         except FileNotFoundError:
@@ -104,6 +108,8 @@ class ResultCache:
 
     def put(self, key: str, table: PredictionTable) -> None:
         arrays: dict[str, Any] = {name: getattr(table, name) for name in _COLUMNS}
+        if table.label_score is None:  # a table built without it: stored as "unknown" (NaN)
+            arrays["label_score"] = np.full(len(table), np.nan, dtype=np.float32)
         arrays["classes"] = np.asarray(table.classes, dtype=np.str_)
         arrays.update({_METADATA + name: values for name, values in table.metadata.items()})
         buffer = io.BytesIO()

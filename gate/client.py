@@ -215,10 +215,12 @@ class GateClient:
         on_progress: Callable[[int, int], None] | None = None,
         baseline_sha256: str = "",
         fingerprint: bytes = b"",
+        reference_sha256: Mapping[str, str] | None = None,
     ) -> Evaluation:
         """Run an evaluation and follow its events to the verdict. ``baseline_sha256`` (an
         uploaded champion model) and ``fingerprint`` (a training fingerprint file's bytes)
-        feed `baseline` and `leakage` rules."""
+        feed `baseline` and `leakage` rules; ``reference_sha256`` (reference name -> an
+        uploaded model) feeds `provider_parity` rules with `reference: NAME`."""
         request = pb.EvaluateRequest(
             model_sha256=model_sha256,
             dataset=dataset,
@@ -228,6 +230,7 @@ class GateClient:
             model_name=model_name,
             baseline_sha256=baseline_sha256,
             fingerprint=fingerprint,
+            reference_sha256=dict(reference_sha256 or {}),
         )
         if policy_yaml is not None:
             request.policy_yaml = policy_yaml

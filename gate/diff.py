@@ -111,13 +111,16 @@ def _identity(doc: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _leaves(value: Any, path: str) -> Iterator[tuple[str, float | None]]:
-    """Every number (or null) in a nested section, by its path."""
+    """Every number (or null) in a nested section, by its path. A list is followed only
+    when it holds numbers (a vector): a list of objects is a ranking (the weakest slices,
+    say), whose places hold different things on the two sides."""
     if isinstance(value, Mapping):
         for key, item in value.items():
             yield from _leaves(item, f"{path}/{key}" if path else str(key))
     elif isinstance(value, list):
-        for i, item in enumerate(value):
-            yield from _leaves(item, f"{path}[{i}]")
+        if all(item is None or _number(item) is not None for item in value):
+            for i, item in enumerate(value):
+                yield path + f"[{i}]", _number(item)
     elif value is None or _number(value) is not None:
         yield path, _number(value)
 

@@ -26,10 +26,11 @@ from gate.corruptions.evidence import robustness_refusal, robustness_step
 from gate.datasets import Dataset, load_dataset, load_train_sample
 from gate.datasets.metadata import metadata_columns
 from gate.deployment.diagnosis import diagnose
-from gate.deployment.steps import contract_stop, describe, measure, reference_sources
+from gate.deployment.steps import ReferenceSource, contract_stop, describe, measure, reference_sources
 from gate.engines import engine_for
 from gate.engines.base import ModelInput, ProgressFn, RunOptions, read_model
 from gate.errors import GateError, InternalError, RequestError
+from gate.heldout.audit import audit_heldout
 from gate.inference import resolve_provider, runtime_versions
 from gate.metrics import ClassificationMetrics
 from gate.policy import Policy, apply_policy, load_policy
@@ -67,7 +68,7 @@ def evaluate(
     model_sha256: str | None = None,
     baseline_sha256: str | None = None,
     predictions_out: PathLike | None = None,
-    references: Mapping[str, ModelSource] | None = None,
+    references: Mapping[str, ReferenceSource] | None = None,
 ) -> Verdict:
     """Run ``model`` on ``dataset`` and judge it by ``policy``; never raises for bad input.
 
@@ -87,7 +88,8 @@ def evaluate(
     local one); the verdict is the same as the local engine's. ``predictions_out``
     (``.csv`` or ``.parquet``) receives the candidate's predictions table when the
     verdict is PASS or FAIL (see :mod:`gate.predictions`). ``references``: the reference
-    models ``provider_parity`` rules name, by name (default: files beside the policy file).
+    models ``provider_parity`` rules name, by name (default: files beside the policy file);
+    a ``PinnedModel`` is a stored file checked against its SHA-256 as it is read.
     """
     started = time.perf_counter()
     verdict = Verdict(
@@ -135,7 +137,7 @@ class _Inputs:
     baseline_sha256: str | None
     fingerprint: bytes | PathLike | None
     predictions_out: PathLike | None
-    references: Mapping[str, ModelSource] | None = None
+    references: Mapping[str, ReferenceSource] | None = None
 
 
 @dataclass(frozen=True)
@@ -232,6 +234,7 @@ def _run(verdict: Verdict, dataset: Dataset | PathLike, policy: Policy | PathLik
         context = robustness_step(
             verdict.metrics, pol, ds, context, _corrupted_runner(req), (run, champion), caches=req.caches
         )
+    context = _audit_heldout(verdict, pol, ds, context, champion, req)
 
     verdict.rules = apply_policy(pol, run.metrics, context)
     verdict.decision = decide(verdict.rules)
@@ -250,6 +253,17 @@ def _corrupted_runner(req: _Request) -> Callable[[ModelInput, Dataset], Predicti
     (the view caches its own pixels per cell)."""
     plain = replace(req, caches=replace(req.caches, tensors=None))
     return lambda model, view: _run_model(model, view, plain, progress=req.progress).table
+
+
+def _audit_heldout(
+    verdict: Verdict, pol: Policy, ds: Dataset, context: RuleContext, champion: _Run | None, req: _Request
+) -> RuleContext:
+    """The held-out audit the policy's rules ask for (:mod:`gate.heldout.audit`), into the verdict."""
+    found = audit_heldout(pol, ds, context, champion.table if champion is not None else None, req.caches)
+    if found.metrics:
+        verdict.metrics = {**(verdict.metrics or {}), **found.metrics}
+    verdict.dataset_audit = {**(verdict.dataset_audit or {}), **found.audit} or verdict.dataset_audit
+    return found.context
 
 
 def _baseline_label(inp: _Inputs) -> str | None:

@@ -34,7 +34,7 @@ import onnxruntime as ort
 
 from gate.datasets.input_cast import cast_for_model
 from gate.errors import ModelError, ProviderError
-from gate.predictions import TOP_K, top_k
+from gate.predictions import TOP_K, ranked, top_k
 from gate.providers import CPU, CUDA, PROVIDERS, Provider
 
 log = logging.getLogger(__name__)
@@ -494,6 +494,7 @@ class Predictions:
     confidence: npt.NDArray[np.float32]  # the winning class's probability (see `confidences`)
     top_classes: npt.NDArray[np.int64]  # (N, k) the k most probable classes, best first
     top_scores: npt.NDArray[np.float32]  # (N, k) their probabilities
+    label_scores: npt.NDArray[np.float32] | None = None  # the given label's probability, when labels were given
 
 
 def confidences(y: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
@@ -591,13 +592,15 @@ def predict(
     sample_ids: Sequence[str] | None = None,
     progress: Callable[[int, int], None] | None = None,
     io_binding: bool = True,
+    labels: npt.NDArray[np.int64] | None = None,
 ) -> Predictions:
-    """Run every batch; check each output; keep the top classes and their probabilities.
+    """Run every batch; check each output; keep the top classes and their probabilities,
+    and, when the samples' ``labels`` are given, the probability of each one's label.
 
     On CUDA, ``io_binding`` stages inputs on the device a batch ahead (see
     :func:`_run_bound`); elsewhere, and with ``io_binding=False``, plain ``run``.
     """
-    ranked = _RankedRows(total, min(TOP_K, n_classes))
+    ranks = _RankedRows(total, min(TOP_K, n_classes), labels)
     done = 0
     runner = _run_bound if io_binding and model.provider == CUDA else _run_plain
     for y in runner(model, _chunks(model, batches)):
@@ -605,18 +608,19 @@ def predict(
         _check_output(model, y, n_classes, done, sample_ids)
         if done + n > total:
             raise ModelError(f"the dataset yielded more than its {total} samples")
-        ranked.add(y)
+        ranks.add(y)
         done += n
         if progress is not None:
             progress(done, total)
     if done != total:
         raise ModelError(f"inference covered {done} of {total} samples")
-    ranked.flush()
+    ranks.flush()
     return Predictions(
-        labels=ranked.classes[:, 0].copy(),
-        confidence=ranked.scores[:, 0].copy(),
-        top_classes=ranked.classes,
-        top_scores=ranked.scores,
+        labels=ranks.classes[:, 0].copy(),
+        confidence=ranks.scores[:, 0].copy(),
+        top_classes=ranks.classes,
+        top_scores=ranks.scores,
+        label_scores=ranks.label_scores,
     )
 
 
@@ -628,10 +632,14 @@ class _RankedRows:
 
     BLOCK_BYTES = 1 << 24  # of float64 scores ranked at once
 
-    def __init__(self, total: int, k: int) -> None:
+    def __init__(self, total: int, k: int, labels: npt.NDArray[np.int64] | None) -> None:
         self.k = k
         self.classes = np.empty((total, k), dtype=np.int64)
         self.scores = np.empty((total, k), dtype=np.float32)
+        if labels is not None and len(labels) != total:
+            raise ValueError(f"{len(labels)} labels for {total} samples")
+        self._labels = None if labels is None else np.asarray(labels, dtype=np.int64)
+        self.label_scores = None if labels is None else np.empty(total, dtype=np.float32)
         self._pending: list[npt.NDArray[Any]] = []
         self._rows = 0
         self._start = 0
@@ -646,8 +654,11 @@ class _RankedRows:
         if not self._pending:
             return
         block = self._pending[0] if len(self._pending) == 1 else np.concatenate(self._pending)
-        end = self._start + len(block)
-        self.classes[self._start : end], self.scores[self._start : end] = top_k(block, self.k)
+        start, end = self._start, self._start + len(block)
+        given = None if self._labels is None else self._labels[start:end]
+        self.classes[start:end], self.scores[start:end], scores = ranked(block, self.k, given)
+        if self.label_scores is not None and scores is not None:
+            self.label_scores[start:end] = scores
         self._pending, self._rows, self._start = [], 0, end
 
 

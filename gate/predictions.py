@@ -15,7 +15,13 @@ Columns, one row per sample, in dataset order:
   entry is always ``predicted`` / ``confidence``);
 * ``metadata``: named string columns describing each sample (camera, site...), from the
   dataset's manifest columns or metadata table (:mod:`gate.datasets.metadata`); empty
-  for a set without metadata.
+  for a set without metadata;
+* ``label_score``: the probability the model gave each sample's *given* label, which the
+  top k omits whenever the label ranks below k; confident learning
+  (:mod:`gate.heldout.label_issues`) needs it for every sample. The engines fill it; a
+  table built without it (older callers) has ``None``, and the held-out audit then reads
+  the label's probability from the top k where it is ranked and treats it as 0 elsewhere.
+  It stays out of the exported files, whose columns are unchanged.
 
 Exported files (``.csv``, or ``.parquet`` when pyarrow is installed) hold the columns
 ``sample_id, label, predicted, confidence, top_k``, then ``top1_class, top1_score, ...,
@@ -45,7 +51,15 @@ from gate.errors import RequestError
 if TYPE_CHECKING:
     from gate.metrics import ClassificationMetrics
 
-__all__ = ["TOP_K", "PredictionTable", "check_predictions_path", "probabilities", "top_k", "write_predictions"]
+__all__ = [
+    "TOP_K",
+    "PredictionTable",
+    "check_predictions_path",
+    "probabilities",
+    "ranked",
+    "top_k",
+    "write_predictions",
+]
 
 #: How many of the most probable classes the table keeps per sample (fewer when K is smaller).
 TOP_K = 5
@@ -75,6 +89,15 @@ def top_k(y: npt.NDArray[Any], k: int) -> tuple[npt.NDArray[np.int64], npt.NDArr
     index exactly as the predicted class does; ``k`` passes over the row cost less than
     sorting every class when K is large.
     """
+    classes, picked, _ = ranked(y, k)
+    return classes, picked
+
+
+def ranked(
+    y: npt.NDArray[Any], k: int, labels: npt.NDArray[np.int64] | None = None
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32], npt.NDArray[np.float32] | None]:
+    """:func:`top_k`, and, when ``labels`` (one class index per row) are given, the
+    probability of each row's label, from the same probabilities (computed once)."""
     scores = np.array(y, dtype=np.float64)  # a copy: ranked entries are masked below
     probs = probabilities(scores)
     rows = np.arange(len(scores))
@@ -84,7 +107,8 @@ def top_k(y: npt.NDArray[Any], k: int) -> tuple[npt.NDArray[np.int64], npt.NDArr
         classes[:, rank] = best
         scores[rows, best] = -np.inf
     picked = np.clip(probs[rows[:, None], classes], 0.0, 1.0).astype(np.float32)
-    return classes, picked
+    given = None if labels is None else np.clip(probs[rows, labels], 0.0, 1.0).astype(np.float32)
+    return classes, picked, given
 
 
 @dataclass(frozen=True)
@@ -99,10 +123,12 @@ class PredictionTable:
     top_k_class: npt.NDArray[np.int64]  # (N, k) class indices, most probable first
     top_k_score: npt.NDArray[np.float32]  # (N, k) their probabilities
     metadata: Mapping[str, npt.NDArray[np.str_]] = field(default_factory=dict)
+    label_score: npt.NDArray[np.float32] | None = None  # (N,) the probability of the given label
 
     def __post_init__(self) -> None:
         n, k = len(self.label), self.top_k_class.shape[1] if self.top_k_class.ndim == 2 else -1
-        columns = (self.sample_id, self.predicted, self.confidence, *self.metadata.values())
+        given = () if self.label_score is None else (self.label_score,)
+        columns = (self.sample_id, self.predicted, self.confidence, *given, *self.metadata.values())
         if any(len(c) != n for c in columns) or self.top_k_class.shape != (n, k) or self.top_k_score.shape != (n, k):
             raise ValueError(f"prediction table columns of unequal length (expected {n} rows of top {k})")
 
@@ -118,7 +144,9 @@ class PredictionTable:
         """Every metric of the verdict, from this table alone."""
         from gate.metrics import ClassificationMetrics
 
-        return ClassificationMetrics.from_predictions(self.label, self.predicted, self.classes, self.confidence)
+        return ClassificationMetrics.from_predictions(
+            self.label, self.predicted, self.classes, self.confidence, top_k_class=self.top_k_class
+        )
 
     def rows(self) -> Iterator[dict[str, Any]]:
         """The exported rows: class names, plain Python values, ``top_k`` as (class, score) pairs."""
@@ -156,6 +184,7 @@ def build_table(
     top_class: npt.NDArray[np.int64],
     top_score: npt.NDArray[np.float32],
     metadata: Mapping[str, npt.NDArray[np.str_]] | None = None,
+    label_score: npt.NDArray[np.float32] | None = None,
 ) -> PredictionTable:
     """A table from a dataset's facts (classes, ids, labels) and a model's outputs."""
     return PredictionTable(
@@ -167,6 +196,7 @@ def build_table(
         top_k_class=top_class,
         top_k_score=top_score,
         metadata=dict(metadata or {}),
+        label_score=label_score,
     )
 
 

@@ -27,7 +27,7 @@ import numpy as np
 from gate.errors import GateError, PolicyError, RequestError
 from gate.metrics import CALIBRATION_BINS, Calibration, ClassificationMetrics
 from gate.policy import Policy, apply_policy
-from gate.policy.context import BaselineRun, RuleContext, TrainSample
+from gate.policy.context import NEEDS, BaselineRun, RuleContext, TrainSample
 from gate.predictions import PredictionTable
 from gate.verdict import Decision, RuleResult, Status, Verdict, decide
 from gate.waivers import Waiver, apply_waivers, parse_time
@@ -165,18 +165,21 @@ class _Evidence:
     _cache: dict[str, PredictionTable | None] = field(default_factory=dict)
 
     def table(self, model_sha256: str, what: str) -> PredictionTable:
+        table = self.find(model_sha256)
+        if table is None:
+            raise NotReplayableError(
+                f"{what} needs the predictions table of model {model_sha256[:12]}, which is no longer kept"
+            )
+        return table
+
+    def find(self, model_sha256: str) -> PredictionTable | None:
         if model_sha256 not in self._cache:
             found = None
             if self.tables is not None:
                 ds, rt = self.doc.get("dataset") or {}, self.doc.get("runtime") or {}
                 found = self.tables(model_sha256, str(ds.get("sha256")), str(rt.get("provider")))
             self._cache[model_sha256] = found
-        table = self._cache[model_sha256]
-        if table is None:
-            raise NotReplayableError(
-                f"{what} needs the predictions table of model {model_sha256[:12]}, which is no longer kept"
-            )
-        return table
+        return self._cache[model_sha256]
 
 
 def _needs_evidence(policy: Policy, doc: Mapping[str, Any], evidence: _Evidence, context: RuleContext) -> RuleContext:
@@ -185,6 +188,11 @@ def _needs_evidence(policy: Policy, doc: Mapping[str, Any], evidence: _Evidence,
         if rule.needs == "fingerprint":
             raise NotReplayableError(
                 f"rule '{rule.id}' ({rule.type}) needs the training fingerprint, which evaluations do not keep"
+            )
+        if rule.needs not in (None, "train_sample", "baseline"):
+            raise NotReplayableError(
+                f"rule '{rule.id}' ({rule.type}) needs {NEEDS.get(str(rule.needs), rule.needs)}"
+                " run with the model, which a replay does not do"
             )
         if rule.needs == "train_sample" and context.train_sample is None:
             train = _train_sample(doc, list(context.metrics.classes))
@@ -214,6 +222,18 @@ def _baseline(rule_id: str, doc: Mapping[str, Any], evidence: _Evidence) -> Base
 
 
 # -- judging one ---------------------------------------------------------------------------------
+
+
+def _judged_all(rules: list[RuleResult], *, kept: bool) -> None:
+    """NotReplayableError for the first rule the stored evidence could not judge (one
+    needing what only a run of the model gives, such as a latency)."""
+    unjudged = next((r for r in rules if r.status is Status.ERROR), None)
+    if unjudged is not None:
+        gone = "" if kept else "; its predictions table is no longer kept"
+        raise NotReplayableError(
+            f"rule '{unjudged.id}' ({unjudged.type}) cannot be judged from what the evaluation stored:"
+            f" {unjudged.message}{gone}"
+        )
 
 
 def _recorded_waivers(doc: Mapping[str, Any]) -> list[Waiver]:
@@ -256,11 +276,12 @@ def rejudge(doc: Mapping[str, Any], policy: Policy, *, tables: TableSource | Non
     evidence = _Evidence(doc, tables)
     context = _needs_evidence(policy, doc, evidence, RuleContext(metrics))
     rules = apply_policy(policy, metrics, context)
-    failed = [r for r in rules if r.status is Status.ERROR]
-    if failed:
+    if any(r.status is Status.ERROR for r in rules):
         # a rule that reads per-sample evidence: judge again with the predictions table
-        table = evidence.table(str(doc["model"]["sha256"]), f"rule '{failed[0].id}' ({failed[0].type})")
-        rules = apply_policy(policy, metrics, dataclasses.replace(context, table=table))
+        table = evidence.find(str(doc["model"]["sha256"]))
+        if table is not None:
+            rules = apply_policy(policy, metrics, dataclasses.replace(context, table=table))
+        _judged_all(rules, kept=table is not None)
     at = _judged_at(doc)
     verdict = Verdict(
         decision=decide(rules, at=at),

@@ -102,10 +102,18 @@ def test_diff_of_verdict_files_with_their_predictions_and_slices(
 
     # slices: whatever their shape, numbers at the same path are compared
     a, b = json.loads(good.read_text()), json.loads(blind.read_text())
-    a["metrics"]["slices"] = {"site": {"north": {"accuracy": 0.9, "samples": 40}, "south": {"accuracy": 0.8}}}
-    b["metrics"]["slices"] = {"site": {"north": {"accuracy": 0.7, "samples": 40}, "east": {"accuracy": 0.5}}}
+    a["metrics"]["slices"] = {
+        "site": {"north": {"accuracy": 0.9, "samples": 40, "bins": [1, 2]}, "south": {"accuracy": 0.8}},
+        "weakest": [{"slice": "site=south", "observed": 0.8}],  # a ranking: its places are not comparable
+    }
+    b["metrics"]["slices"] = {
+        "site": {"north": {"accuracy": 0.7, "samples": 40, "bins": [1, 3]}, "east": {"accuracy": 0.5}},
+        "weakest": [{"slice": "site=east", "observed": 0.5}],
+    }
     found = diff_verdicts(a, b)
     assert [(d.name, d.change) for d in found.slices] == [
         ("site/north/accuracy", pytest.approx(-0.2)),
         ("site/north/samples", 0.0),
+        ("site/north/bins[0]", 0.0),
+        ("site/north/bins[1]", 1.0),
     ]

@@ -587,8 +587,26 @@ def _expected(rule: Rule, m: ClassificationMetrics, cm: np.ndarray) -> tuple[Sta
 
 # rule types that judge evidence beyond one confusion matrix: fuzzed on their own below
 # (leakage's near-duplicate search against brute force in tests/test_fingerprint.py,
-# robustness's cells against recomputed metrics in tests/test_robustness_rule_checks.py)
-CONTEXT_RULES = {"baseline", "train_test_gap", "leakage", "robustness"}
+# robustness's cells against recomputed metrics in tests/test_robustness_rule_checks.py;
+# the deployment rules judge the model file and its runs, in tests/test_contract.py,
+# tests/test_latency.py and tests/test_parity.py; the slice rules judge the predictions
+# table's subgroups, in tests/test_slices*.py;
+# the held-out rules against hand computation and cleanlab in tests/test_heldout_*.py)
+CONTEXT_RULES = {
+    "per_slice",
+    "slice_gap",
+    "baseline",
+    "train_test_gap",
+    "leakage",
+    "robustness",
+    "model_contract",
+    "latency",
+    "memory",
+    "provider_parity",
+    "label_quality",
+    "heldout_duplicates",
+    "selective",
+}
 
 
 def test_the_valid_policy_generator_covers_every_rule_type() -> None:

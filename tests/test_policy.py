@@ -26,12 +26,14 @@ EXPECTED_PROBLEMS = {
     "unknown-rule-type.yaml": [
         "rule 'acc' (line 4): unknown rule type 'metrc' (did you mean 'metric'?); known types: metric, per_class,"
         " min_support, imbalance, majority_baseline, confusion, baseline, train_test_gap, leakage, per_slice,"
-        " slice_gap, model_contract, latency, memory, provider_parity, robustness"
+        " slice_gap, model_contract, latency, memory, provider_parity, robustness, label_quality, heldout_duplicates,"
+        " selective"
     ],
     "unknown-metric.yaml": [
         "rule 'acc' (line 4): unknown metric 'acuracy' (did you mean 'accuracy'?); known: accuracy,"
         " balanced_accuracy, macro_precision, macro_recall, macro_f1, weighted_precision, weighted_recall,"
-        " weighted_f1, mcc, cohen_kappa, majority_baseline_accuracy, imbalance_ratio, ece"
+        " weighted_f1, mcc, cohen_kappa, majority_baseline_accuracy, imbalance_ratio, ece,"
+        " top_2_accuracy, top_3_accuracy, top_4_accuracy, top_5_accuracy"
     ],
     "duplicate-ids.yaml": ["rule 'floor' (line 5): duplicate rule id (also rule #1)"],
     "min-above-max.yaml": ["rule 'band' (line 4): min 0.9 > max 0.8"],
@@ -156,6 +158,9 @@ def test_registry_is_complete_and_every_type_documents_what_it_catches() -> None
         "memory",
         "provider_parity",
         "robustness",
+        "label_quality",
+        "heldout_duplicates",
+        "selective",
     }
     assert all(cls.catches for cls in RULE_TYPES.values())
 
@@ -428,6 +433,8 @@ VACUOUS = {
     "{id: v, type: slice_gap, slice: camera, metric: recall, max_gap: 1}": "max_gap 1: no two values in [0, 1]",
     "{id: v, type: provider_parity, max_disagreement: 1}": "a disagreement rate cannot exceed 1",
     "{id: v, type: robustness, corruptions: [contrast], metric: accuracy, min: 0}": "no corrupted image can break",
+    "{id: v, type: label_quality, margin: false, min_support: 0}": "no suspect rate can break it",
+    "{id: v, type: selective, threshold: 0.5, min_coverage: 0, classes: {cat: 0}}": "every floor is 0",
 }
 
 # each one notch away from vacuous: a model can fail it
@@ -450,13 +457,17 @@ NOT_VACUOUS = [
     "{id: v, type: per_slice, slice: camera, metric: recall, min: 0.01}",
     "{id: v, type: slice_gap, slice: camera, metric: accuracy, max_gap: 0.99}",
     "{id: v, type: provider_parity, max_disagreement: 1, max_prob_diff: 0.5}",
+    "{id: v, type: label_quality, margin: false, max_rate: 0.99}",
+    "{id: v, type: label_quality, margin: false, min_support: 1}",
+    "{id: v, type: selective, threshold: 0.5, min_coverage: 0, min_recall: 0.01}",
 ]
 
 
 def test_every_rule_type_has_vacuous_and_useful_examples() -> None:
     types = {parse_policy(f"version: 1\nname: x\nrules:\n  - {r}\n  - {GUARD}\n").rules[0].type for r in VACUOUS}
-    # a leakage rule can always fail (a larger leak), and so can a contract, a time or a memory bound
-    assert types | {"leakage", "model_contract", "latency", "memory"} == set(RULE_TYPES)
+    # a leakage rule can always fail (a larger leak), and so can a contract, a time or a memory bound, and
+    # a heldout_duplicates rule (more copies)
+    assert types | {"leakage", "model_contract", "latency", "memory", "heldout_duplicates"} == set(RULE_TYPES)
 
 
 @pytest.mark.parametrize("rule", sorted(VACUOUS))

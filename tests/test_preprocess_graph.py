@@ -162,3 +162,20 @@ def test_cuda_normalises_in_the_graph_and_agrees_with_the_cpu(tmp_path: Path, ca
     cpu = _run(model, spec, "host", Caches(), batch=8)
     assert np.array_equal(gpu.table.predicted, cpu.table.predicted)
     assert np.allclose(gpu.table.confidence, cpu.table.confidence, atol=1e-5)
+
+
+def test_a_corrupted_view_is_normalised_in_the_graph_as_on_the_host(tmp_path: Path) -> None:
+    """The robustness suite's corrupted samples reach a model that normalises its own
+    input as 8-bit pixels: the same predictions as normalised on the host."""
+    from gate.corruptions.names import AVAILABLE
+    from gate.corruptions.suite import Cell, Suite, corrupted_view
+
+    spec = _image_set(tmp_path, "mean: [0.5, 0.4, 0.3], std: [0.2, 0.3, 0.4]")
+    weights = np.random.default_rng(6).normal(size=(192, 3)).astype(np.float32)
+    model = linear_softmax_model(weights, np.zeros(3, np.float32), input_shape=["N", 3, 8, 8])
+    view = corrupted_view(load_dataset(spec), Suite((Cell(AVAILABLE[0], 3), Cell(AVAILABLE[-1], 5)), 7), None)
+    given = ModelInput(model, hashlib.sha256(model).hexdigest(), "m.onnx")
+    ways: tuple[Normalisation, ...] = ("host", "graph")
+    runs = {way: LocalEngine(normalisation=way).run(given, view, RunOptions("cpu", 8, None, Caches())) for way in ways}
+    assert runs["graph"].runtime["normalisation"] == "graph" and len(runs["graph"].table) == 2 * 33
+    _same_predictions(runs["graph"], runs["host"])

@@ -5,11 +5,13 @@ stored, without a model (ONNX Runtime is not even imported), from an audit datab
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import pytest
 
 from gate._proto.gate.v1 import gate_pb2 as pb
@@ -18,7 +20,7 @@ from gate.policy import parse_policy
 from gate.replay import ReplayReport, rejudge, replay_records
 from gate.store import EvaluationRecord
 from tests.conftest import ROOT, Served
-from tests.models import lookup_model, one_hot_rows, table_model
+from tests.models import lookup_model, one_hot_rows, predictions_for, table_model
 
 LENIENT = "version: 1\nname: lenient\nrules:\n  - {id: some-accuracy, type: metric, metric: accuracy, min: 0.3}\n"
 # the tutorial set predicted by class: the second model answers cat for every dog
@@ -160,6 +162,13 @@ def test_evaluations_whose_evidence_is_gone_are_listed_with_the_reason() -> None
     assert reasons["no-matrix"] == "its verdict holds no confusion matrix"
     assert reasons["fine"] is None and report.rows[-1].new == "PASS"
     assert report.summary() == "4 evaluations: 0 would now FAIL, 0 would now PASS, 3 not replayable"
+    latency = parse_policy(
+        "version: 1\nname: l\nrules:\n  - {id: fast, type: latency, percentile: 99, max_ms: 10}\n", source="<t>"
+    )
+    slow = replay_records([records[-1]], latency).rows[0]
+    assert slow.new is None and "rule 'fast' (latency) cannot be judged from what the evaluation stored" in str(
+        slow.reason
+    )
     gone = replay_records([records[-1]], leakage).rows[0]
     assert gone.new is None and "needs the training fingerprint, which evaluations do not keep" in str(gone.reason)
     unknown = parse_policy(
@@ -200,3 +209,35 @@ def test_recorded_waivers_apply_as_they_did_then() -> None:
     assert verdict.decision.value == "PASS" and verdict.rules[0].outcome is not None
     later = rejudge({**doc, "started_at": "2031-01-03T00:00:00+00:00"}, strict)
     assert later.decision.value == "FAIL"
+
+
+def test_a_slice_rule_is_judged_on_the_kept_predictions_table(
+    serve: Callable[..., Served], capsys: pytest.CaptureFixture[str]
+) -> None:
+    s = serve()
+    x, y = predictions_for([[40, 0], [10, 30]])  # the dog errors are samples of both sites
+    (s.root / "sited").mkdir()
+    np.savez(s.root / "sited" / "set.npz", x=x, y=y, classes=np.array(["cat", "dog"]))
+    sites = "".join(f"{i},{'north' if y[i] == 1 and x[i, 0] == 0 else 'south'}\n" for i in range(len(y)))
+    (s.root / "sited" / "meta.csv").write_text("index,site\n" + sites)
+    (s.root / "datasets" / "sited.yaml").write_text(
+        "name: sited\nsource: ../sited/set.npz\nmetadata: ../sited/meta.csv\n"
+    )
+    with s.client() as client:
+        client.reload()
+        sha = client.upload_model(lookup_model(2)).sha256
+        assert client.evaluate(sha, "sited", policy_yaml=LENIENT).verdict.decision == pb.PASS
+    policy = s.root / "by-site.yaml"
+    policy.write_text(
+        "version: 1\nname: by-site\nrules:\n"
+        "  - {id: site-accuracy, type: per_slice, slice: site, metric: accuracy, min: 0.5, min_support: 5}\n"
+    )
+    argv = ["replay", "--policy", str(policy), "--data-dir", str(s.root / "data"), "--format", "json"]
+    assert main(argv) == 0
+    (row,) = json.loads(capsys.readouterr().out)["evaluations"]
+    assert (row["old"], row["new"]) == ("PASS", "FAIL")  # north holds only the misread dogs
+    assert any("north" in b for b in row["blocking"])
+    shutil.rmtree(s.root / "data" / "cache")
+    assert main(argv) == 0
+    (row,) = json.loads(capsys.readouterr().out)["evaluations"]
+    assert row["new"] is None and row["reason"].endswith("its predictions table is no longer kept")

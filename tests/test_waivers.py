@@ -156,6 +156,7 @@ def _check_reports(verdict: Verdict) -> None:
     assert "<failure" not in junit
     for rendered in (render_markdown(verdict), render_html(verdict), render_text(verdict)):
         assert "Waivers" in rendered and "hotfix INC-4711" in rendered and "release-manager" in rendered
+        assert "passed or were waived (1 waived: recall-floor)" in rendered  # the headline does not hide it
 
 
 def _check_attestation(s: Served, capsys: pytest.CaptureFixture[str], attestation: str, kept: str, sha: str) -> None:

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from gate.cli.connection import add_client_options, open_client
-from gate.cli.eval import add_evidence_options
+from gate.cli.eval import add_evidence_options, add_label_issues_option
+from gate.cli.exit_codes import EXIT_ERROR
 from gate.cli.verdict_output import Progress, add_format_options, add_report_options, deliver_verdict
 from gate.errors import GateError, RequestError
 from gate.providers import PROVIDERS
@@ -45,6 +46,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ck.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for the verdict (default 3600)")
     add_evidence_options(ck)
     ck.add_argument(
+        "--reference",
+        action="append",
+        default=[],
+        metavar="[NAME=]FILE",
+        help=(
+            "a reference model for `provider_parity` rules with `reference: NAME` (uploaded like the champion);"
+            " FILE alone stands for the NAME its file name gives; repeatable"
+        ),
+    )
+    ck.add_argument(
         "--attestation-out",
         type=Path,
         metavar="FILE",
@@ -56,6 +67,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="FILE",
         help="write the per-sample predictions table there (.csv or .parquet, as `gate eval` does) on PASS or FAIL",
     )
+    add_label_issues_option(ck)
     add_report_options(ck)
     add_client_options(ck)
     ck.set_defaults(run=run_check)
@@ -83,6 +95,29 @@ def parse_labels(pairs: list[str]) -> dict[str, Any]:
     if extra:
         labels["extra"] = extra
     return labels
+
+
+def parse_references(entries: list[str]) -> dict[str, Path]:
+    """``--reference [NAME=]FILE`` entries by NAME: an existing FILE alone is named by its
+    file name (what a rule's ``reference:`` usually says), else the text before the first
+    ``=`` is the NAME."""
+    found: dict[str, Path] = {}
+    for entry in entries:
+        name, sep, file = entry.partition("=")
+        if Path(entry).is_file() or not sep:
+            name, file = Path(entry).name, entry
+        if not name or not file:
+            raise RequestError(f"--reference {entry!r} is not valid; it should be FILE or NAME=FILE")
+        if name in found:
+            raise RequestError(f"--reference names '{name}' twice ({found[name]} and {file})")
+        found[name] = Path(file)
+    return found
+
+
+def _upload_references(client: Any, references: dict[str, tuple[Path, bytes]]) -> dict[str, str]:
+    """Upload each reference model as the champion is (content-addressed: the server keeps
+    one copy of each); reference name -> its SHA-256."""
+    return {name: client.upload_model(data, filename=path.name).sha256 for name, (path, data) in references.items()}
 
 
 def _request_error(args: argparse.Namespace, kind: str, message: str) -> Verdict:
@@ -116,8 +151,13 @@ def _evaluate_remotely(args: argparse.Namespace, progress: Progress) -> tuple[Ve
         from gate.predictions import check_predictions_path
 
         check_predictions_path(args.predictions_out)
+    if args.label_issues_out is not None:
+        from gate.heldout.issues_file import check_issues_path
+
+        check_issues_path(args.label_issues_out)
     local_policy = policy_file(args)
     labels = parse_labels(args.label)
+    references = {name: (path, path.read_bytes()) for name, path in parse_references(args.reference).items()}
     data = args.model.read_bytes()
     champion = args.baseline.read_bytes() if args.baseline is not None else None
     prints = args.fingerprint.read_bytes() if args.fingerprint is not None else b""
@@ -126,6 +166,7 @@ def _evaluate_remotely(args: argparse.Namespace, progress: Progress) -> tuple[Ve
         # the client hashes each model once, as it streams it, and checks the server's reference
         model_ref = client.upload_model(data, filename=args.model.name)
         champion_sha = client.upload_model(champion, filename=args.baseline.name).sha256 if champion is not None else ""
+        reference_shas = _upload_references(client, references)
         evaluation = client.evaluate(
             model_ref.sha256,
             args.dataset,
@@ -137,6 +178,7 @@ def _evaluate_remotely(args: argparse.Namespace, progress: Progress) -> tuple[Ve
             on_progress=progress,
             baseline_sha256=champion_sha,
             fingerprint=prints,
+            reference_sha256=reference_shas,
         )
         if args.predictions_out is not None and evaluation.document["verdict"] in ("PASS", "FAIL"):
             client.save_predictions(evaluation.evaluation_id, args.predictions_out)
@@ -158,7 +200,10 @@ def run_check(args: argparse.Namespace) -> int:
         verdict = _request_error(args, "RequestError", f"cannot read {e.filename}: {e.strerror}")
     finally:
         progress.end()
-    return deliver_verdict(verdict, attestation, args, "check")
+    code = deliver_verdict(verdict, attestation, args, "check")
+    from gate.heldout.issues_file import deliver_label_issues
+
+    return code if deliver_label_issues(verdict, args.label_issues_out, "check") else EXIT_ERROR
 
 
 def run_health(args: argparse.Namespace) -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,6 +16,8 @@ from gate.providers import ENGINES, PROVIDERS
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from gate.datasets import Dataset
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -66,6 +69,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="FILE",
         help="write the per-sample predictions table there (.csv, or .parquet with gate[parquet]) on PASS or FAIL",
     )
+    add_label_issues_option(ev)
     add_evidence_options(ev)
     _signing_options(ev)
     add_report_options(ev)
@@ -85,6 +89,15 @@ def add_evidence_options(p: argparse.ArgumentParser) -> None:
         type=Path,
         metavar="FILE",
         help="perceptual hashes of the training images (`gate fingerprint`), for `leakage` rules",
+    )
+
+
+def add_label_issues_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--label-issues-out",
+        type=Path,
+        metavar="FILE.csv",
+        help="write the suspected label errors of the set there, for its owner (needs a `label_quality` rule)",
     )
 
 
@@ -128,22 +141,62 @@ def _signing_key(args: argparse.Namespace) -> Ed25519PrivateKey | None:
         raise _SigningKeyError(f"--signing-key: {e.message}") from e
 
 
-def run(args: argparse.Namespace) -> int:
-    from gate.cache import Caches
-    from gate.evaluation import evaluate
+class _DatasetLoad:
+    """The dataset loaded on a thread while the main thread imports the rest of gate
+    (ONNX Runtime, the evaluation, the policy engine): reading, checking and hashing a
+    set release the GIL for most of their time, importing holds it, so on two cores the
+    two overlap. A set that cannot be loaded is loaded again by ``evaluate``, which
+    reports the error as it always does (after a bad policy, for one)."""
 
-    root = args.cache_dir or default_cache_dir()
-    caches = Caches.digests_only(root) if args.no_cache else Caches.at(root)
+    def __init__(self, path: str, digests: Path) -> None:
+        self._dataset: Dataset | None = None
+        self._thread = threading.Thread(target=self._load, args=(path, digests), name="gate-dataset", daemon=True)
+        self._thread.start()
+
+    def _load(self, path: str, digests: Path) -> None:
+        try:
+            from gate.datasets import load_dataset
+
+            self._dataset = load_dataset(path, digest_cache=digests)
+        except Exception:  # evaluate() loads it again and reports the error as and when it always does
+            self._dataset = None
+
+    def result(self) -> Dataset | None:
+        """The loaded dataset, or None when it could not be loaded."""
+        self._thread.join()
+        return self._dataset
+
+
+def _loaded_or_path(loading: _DatasetLoad, path: str) -> Dataset | str:
+    dataset = loading.result()
+    return path if dataset is None else dataset
+
+
+def run(args: argparse.Namespace) -> int:
+    from gate.errors import RequestError  # both light: the dataset's load below starts before the heavy imports
+    from gate.heldout.issues_file import check_issues_path, deliver_label_issues
+
     try:
         key = _signing_key(args)
+        if args.label_issues_out is not None:
+            check_issues_path(args.label_issues_out)
     except _SigningKeyError as e:
         print(f"gate eval: {e}", file=sys.stderr)
         return EXIT_ERROR
+    except RequestError as e:
+        print(f"gate eval: {e.message}", file=sys.stderr)
+        return EXIT_ERROR
+    root = args.cache_dir or default_cache_dir()
+    loading = _DatasetLoad(args.dataset, root / "digests")  # the digest cache of Caches.at and digests_only
+    from gate.cache import Caches
+    from gate.evaluation import evaluate
+
+    caches = Caches.digests_only(root) if args.no_cache else Caches.at(root)
     progress = Progress(args.quiet)
     try:
         verdict = evaluate(
             args.model,
-            args.dataset,
+            _loaded_or_path(loading, args.dataset),
             args.policy,
             provider=args.provider,
             batch_size=args.batch_size,
@@ -162,4 +215,5 @@ def run(args: argparse.Namespace) -> int:
         from gate.attest import render_attestation, sign_verdict
 
         attestation = render_attestation(sign_verdict(verdict, key))
-    return deliver_verdict(verdict, attestation, args, "eval")
+    code = deliver_verdict(verdict, attestation, args, "eval")
+    return code if deliver_label_issues(verdict, args.label_issues_out, "eval") else EXIT_ERROR

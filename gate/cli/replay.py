@@ -54,7 +54,6 @@ def _from_server(args: argparse.Namespace, policy_yaml: str) -> ReplayReport:
 
 
 def _from_store(args: argparse.Namespace) -> ReplayReport:
-    from gate.config import load_config
     from gate.policy import load_policy
     from gate.replay import parse_since, replay_store
     from gate.store import open_store, sqlite_path
@@ -63,6 +62,8 @@ def _from_store(args: argparse.Namespace) -> ReplayReport:
     if args.data_dir is not None:
         target, cache = str(args.data_dir / "audit.sqlite3"), args.data_dir / "cache"
     else:
+        from gate.config import load_config
+
         config = load_config(args.config)
         target, cache = config.store_target, config.cache_dir
     db = sqlite_path(target)

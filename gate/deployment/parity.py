@@ -54,7 +54,11 @@ def compare_providers(model: ModelInput, ds: Dataset) -> ParityRun:
 def compare_reference(model: ModelInput, reference: ModelInput, ds: Dataset, *, provider: Provider) -> ParityRun:
     """The candidate against ``reference`` (e.g. its FP32 source), both on ``provider``."""
     mine = _load(model, provider, ds)
-    theirs = _load(reference, provider, ds)
+    try:
+        theirs = _load(reference, provider, ds)
+    except ModelError as e:  # said of the reference, not of the candidate
+        e.message = f"reference model {reference.source}: {e.message}"
+        raise
     return _compare(mine, theirs, ds, (f"candidate ({mine.provider})", f"reference {reference.source}"))
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +20,13 @@ import numpy.typing as npt
 
 from gate.deployment.evidence import DeploymentEvidence, LatencyRun, MemoryUse, ModelDescription, ParityRun
 from gate.engines.base import ModelInput, read_model
-from gate.policy.deployment_rules import LatencyRule, MemoryRule, ModelContractRule, ProviderParityRule
+from gate.policy.deployment_rules import (
+    LatencyRule,
+    MemoryRule,
+    ModelContractRule,
+    ProviderParityRule,
+    reference_names,
+)
 from gate.verdict import RuleResult, Status
 
 if TYPE_CHECKING:
@@ -29,6 +36,19 @@ if TYPE_CHECKING:
 
 ModelSource = bytes | str | os.PathLike[str]
 _MEASURED = (ModelContractRule, LatencyRule, MemoryRule, ProviderParityRule)
+
+
+@dataclass(frozen=True)
+class PinnedModel:
+    """A model file and the SHA-256 its bytes must have: a stored model the service hands
+    its worker by path (never by bytes), checked as it is read."""
+
+    path: str
+    sha256: str
+
+
+#: How a caller gives a reference model: its bytes, its path, or a stored file and its hash.
+ReferenceSource = ModelSource | PinnedModel
 
 
 def describe(pol: Policy, model: ModelInput) -> ModelDescription | None:
@@ -52,12 +72,12 @@ def contract_stop(pol: Policy, model: ModelDescription | None, classes: list[str
     return [judged.get(rule.id) or rule.result(Status.INCONCLUSIVE, why) for rule in pol.rules]
 
 
-def reference_sources(pol: Policy, given: Mapping[str, ModelSource] | None) -> dict[str, ModelSource]:
+def reference_sources(pol: Policy, given: Mapping[str, ReferenceSource] | None) -> dict[str, ReferenceSource]:
     """The reference model of each ``provider_parity`` rule that names one: as the caller
     gives it, else the file of that name beside the policy file (never for an inline policy)."""
     given = given or {}
     beside = Path(pol.source).parent if pol.source != "<inline>" else None
-    found: dict[str, ModelSource] = {}
+    found: dict[str, ReferenceSource] = {}
     for rule in pol.rules:
         name = rule.reference if isinstance(rule, ProviderParityRule) else None
         if name is None:
@@ -67,6 +87,19 @@ def reference_sources(pol: Policy, given: Mapping[str, ModelSource] | None) -> d
         elif beside is not None:
             found[name] = beside / name
     return found
+
+
+def _read_references(pol: Policy, references: Mapping[str, ReferenceSource]) -> dict[str, ModelInput]:
+    """Each reference model the rules name, read once and hashed once (rules naming the
+    same reference share it); a pinned one must have the SHA-256 it was stored under."""
+    models = {}
+    for name in sorted(reference_names(pol.rules)):
+        source = references[name]
+        if isinstance(source, PinnedModel):
+            models[name] = read_model(source.path, "reference model", name, source.sha256)
+        else:
+            models[name] = read_model(source, "reference model", name, None)
+    return models
 
 
 def _sample(ds: Dataset, batch: int) -> npt.NDArray[Any]:
@@ -83,7 +116,7 @@ def measure(
     ds: Dataset,
     *,
     provider: Provider,
-    references: Mapping[str, ModelSource],
+    references: Mapping[str, ReferenceSource],
 ) -> DeploymentEvidence | None:
     """What the policy's deployment rules judge; ``runs``: the candidate and the champion."""
     if not any(isinstance(r, _MEASURED) for r in pol.rules):
@@ -96,6 +129,7 @@ def measure(
     latency: dict[str, LatencyRun] = {}
     memory: dict[str, MemoryUse] = {}
     parity: dict[str, ParityRun] = {}
+    models = _read_references(pol, references)
     for rule in pol.rules:
         if isinstance(rule, LatencyRule):
             plan = LatencyPlan(rule.batch, rule.threads, rule.runs)
@@ -106,6 +140,5 @@ def measure(
         elif isinstance(rule, ProviderParityRule) and rule.reference is None:
             parity[rule.id] = compare_providers(candidate, ds)
         elif isinstance(rule, ProviderParityRule) and rule.reference is not None:
-            data = read_model(references[rule.reference], "reference model", rule.reference, None)
-            parity[rule.id] = compare_reference(candidate, data, ds, provider=provider)
+            parity[rule.id] = compare_reference(candidate, models[rule.reference], ds, provider=provider)
     return DeploymentEvidence(model, latency, memory, parity)

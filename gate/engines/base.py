@@ -102,4 +102,5 @@ def prediction_table(dataset: Dataset, predictions: Predictions) -> PredictionTa
         top_class=predictions.top_classes,
         top_score=predictions.top_scores,
         metadata=metadata_columns(dataset.metadata),
+        label_score=predictions.label_scores,
     )

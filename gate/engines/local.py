@@ -16,6 +16,8 @@ import logging
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
+
 from gate.datasets import TensorCacheUse
 from gate.datasets.prefetch import prefetch
 from gate.engines.base import EngineResult, ModelInput, RunOptions, prediction_table
@@ -60,6 +62,7 @@ class LocalEngine:
             total=len(dataset),
             sample_ids=dataset.sample_ids,
             progress=options.progress,
+            labels=np.asarray(dataset.labels, dtype=np.int64),
         )
         if caches.tensors is not None:
             cache_report["tensors"] = tensor_use.status

@@ -255,6 +255,7 @@ class _ShardWorker:
             "confidence": np.zeros(0, dtype=np.float32),
             "top_classes": np.zeros((0, top), dtype=np.int64),
             "top_scores": np.zeros((0, top), dtype=np.float32),
+            "label_scores": np.zeros(0, dtype=np.float32),
             "provider": "",
             "session_providers": "",
             "batch_size": 0,
@@ -284,6 +285,7 @@ class _ShardWorker:
             n_classes=len(plan.classes),
             total=stop - start,
             sample_ids=plan.sample_ids[start:stop],
+            labels=np.asarray(plan.labels[start:stop], dtype=np.int64),
         )
         return _row(
             {
@@ -294,6 +296,7 @@ class _ShardWorker:
                 "confidence": preds.confidence,
                 "top_classes": preds.top_classes,
                 "top_scores": preds.top_scores,
+                "label_scores": preds.label_scores,
                 "provider": model.provider,
                 "session_providers": ",".join(model.session.get_providers()),
                 "batch_size": size,
@@ -549,6 +552,8 @@ class _Gathered:
         p.confidence[start:stop] = row["confidence"]
         p.top_classes[start:stop] = row["top_classes"]
         p.top_scores[start:stop] = row["top_scores"]
+        if p.label_scores is not None:
+            p.label_scores[start:stop] = row["label_scores"]
         for name, values in self.facts.items():
             values.add(int(row[name]) if name == "batch_size" else str(row[name]))
         return stop - start
@@ -564,6 +569,7 @@ def _reduce(plan: _Plan, pipeline: Any, progress: Callable[[int, int], None] | N
             confidence=np.empty(n, dtype=np.float32),
             top_classes=np.empty((n, top), dtype=np.int64),
             top_scores=np.empty((n, top), dtype=np.float32),
+            label_scores=np.empty(n, dtype=np.float32),
         )
     )
     done = 0

@@ -10,7 +10,10 @@ it (see :attr:`gate.policy.rules.Rule.needs`):
 * ``fingerprint``: perceptual hashes of the held-out images and of the training
   images (``leakage`` rules);
 * ``robustness``: the candidate's (and the champion's) runs on corrupted copies of the
-  held-out images (``robustness`` rules).
+  held-out images (``robustness`` rules);
+* ``heldout``: the audit of the held-out set itself, suspected label errors and
+  near-duplicates (``label_quality`` and ``heldout_duplicates`` rules, see
+  :mod:`gate.heldout`), which the evaluation computes whenever such a rule is present.
 
 Every rule may also read the candidate's predictions table (:attr:`RuleContext.table`,
 always set by an evaluation): per-sample labels, predictions, confidences, top-k and
@@ -32,6 +35,7 @@ from gate.stats import mcnemar_exact, paired_bootstrap
 
 if TYPE_CHECKING:
     from gate.deployment.evidence import DeploymentEvidence
+    from gate.heldout.evidence import HeldoutEvidence
 
 #: What each kind of extra evidence is called in messages, and how a caller provides it.
 NEEDS: dict[str, str] = {
@@ -40,6 +44,8 @@ NEEDS: dict[str, str] = {
     "fingerprint": "a fingerprint file of the training images (`gate fingerprint`, then `--fingerprint FILE`;"
     " API: fingerprint)",
     "robustness": "image samples to corrupt (an image folder, manifest or spec; not an .npz of tensors)",
+    "heldout": "the held-out set's audit, which the evaluation computes from the predictions table"
+    " (rules judged on bare metrics have none)",
 }
 
 
@@ -111,6 +117,8 @@ class RuleContext:
     deployment: DeploymentEvidence | None = None
     # runs on corrupted images, by seed
     robustness: dict[int, RobustnessRun] | None = None
+    # the held-out set's audit (label errors, duplicates), when the policy's rules ask
+    heldout: HeldoutEvidence | None = None
 
     def has(self, need: str) -> bool:
         """Whether the evidence named by ``need`` (a key of NEEDS) is here."""
@@ -119,4 +127,5 @@ class RuleContext:
             "train_sample": self.train_sample,
             "fingerprint": self.leakage,
             "robustness": self.robustness,
+            "heldout": self.heldout,
         }[need] is not None

@@ -452,6 +452,12 @@ def deployment_problems(rules: Sequence[Rule], *, has_baseline: bool, references
         if isinstance(rule, ProviderParityRule) and rule.reference is not None and rule.reference not in references:
             missing.append(
                 f"rule '{rule.id}' (provider_parity) needs its reference model '{rule.reference}'"
-                " (a file beside the policy for `gate eval`; uploaded and named in references for the service)"
+                " (a file beside the policy for `gate eval`; `gate check --reference FILE` or NAME=FILE;"
+                " API: reference_sha256)"
             )
     return missing
+
+
+def reference_names(rules: Sequence[Rule]) -> set[str]:
+    """The reference models the policy's ``provider_parity`` rules name."""
+    return {r.reference for r in rules if isinstance(r, ProviderParityRule) and r.reference is not None}

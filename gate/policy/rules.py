@@ -45,12 +45,17 @@ from gate.policy.deployment_rules import LatencyRule, MemoryRule, ModelContractR
 # isort: split
 from gate.policy.robustness_rules import RobustnessRule
 
+# isort: split
+from gate.policy.heldout_rules import HeldoutDuplicatesRule, LabelQualityRule, SelectiveRule
+
 __all__ = [
     "LEAKAGE_EXAMPLES",
     "RULE_TYPES",
     "BaselineRule",
     "ConfusionRule",
+    "HeldoutDuplicatesRule",
     "ImbalanceRule",
+    "LabelQualityRule",
     "LatencyRule",
     "LeakageRule",
     "MajorityBaselineRule",
@@ -63,6 +68,7 @@ __all__ = [
     "ProviderParityRule",
     "RobustnessRule",
     "Rule",
+    "SelectiveRule",
     "SliceGapRule",
     "TrainTestGapRule",
     "fmt",

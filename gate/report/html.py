@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from gate.report import evidence, waivers
 from gate.report.deployment import deployment_html
+from gate.report.heldout import heldout_html
 from gate.report.markdown import (
     HEADLINE,
     Floor,
@@ -35,6 +36,7 @@ from gate.report.markdown import (
     run_facts,
 )
 from gate.report.robustness import robustness_html
+from gate.report.slices import render_html_slices
 from gate.verdict import Decision, RuleResult, Severity, Status, Verdict
 
 if TYPE_CHECKING:
@@ -644,8 +646,10 @@ def render_html(verdict: Verdict) -> str:
     body += robustness_html(v, e, _draw)
     if v.metrics and v.metrics.get("per_class"):
         body += _per_class(v, v.metrics)
+    body += render_html_slices(v, e)
     if v.metrics:
         body += _calibration(v.metrics, compared)
+    body += heldout_html(v, _draw)
     body += ["<footer>gate verdict, schema gate.verdict/v1</footer>", "</main>"]
     head = [
         "<!DOCTYPE html>",

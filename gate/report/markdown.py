@@ -34,7 +34,11 @@ from gate.report.evidence import (
     training_sample,
 )
 from gate.report.robustness import robustness_markdown
+from gate.report.slices import render_markdown_slices
 from gate.verdict import Decision, RuleResult, Severity, Status, Verdict
+
+# isort: split
+from gate.report.heldout import heldout_markdown
 
 #: The metrics worth a glance, in the order people read them, with their display names.
 HEADLINE: tuple[tuple[str, str], ...] = (
@@ -87,7 +91,7 @@ def reason(verdict: Verdict) -> str:
         blocking = sum(r.severity is Severity.BLOCK for r in verdict.rules)
         warned = verdict.summary()["warnings"]
         tail = f" ({warned} warning{'s' if warned != 1 else ''})" if warned else ""
-        return f"all {blocking} blocking rule{'s' if blocking != 1 else ''} passed{tail}"
+        return f"all {blocking} blocking rule{'s' if blocking != 1 else ''} {waivers.passed_words(verdict)}{tail}"
     if verdict.decision is Decision.FAIL:
         n = sum(r.blocks for r in verdict.rules)
         return f"{n} blocking rule{'s' if n != 1 else ''} failed"
@@ -424,6 +428,7 @@ def render_markdown(verdict: Verdict) -> str:
             confusion = _confusion(m)
             if confusion:
                 out += ["", *confusion]
+        out += render_markdown_slices(v, md)
     compared = comparison(v)
     if compared is not None:
         out += ["", *_comparison(compared)]
@@ -432,6 +437,7 @@ def render_markdown(verdict: Verdict) -> str:
         out += ["", *_training(train)]
     out += deployment_markdown(v, md)
     out += robustness_markdown(v, md)
+    out += heldout_markdown(v, md)
     footer = _footer(v)
     if footer:
         out += ["", footer]

@@ -23,7 +23,9 @@ from gate.report.evidence import (
     signed,
     training_sample,
 )
+from gate.report.heldout import heldout_text
 from gate.report.robustness import robustness_text
+from gate.report.slices import render_text_slices
 from gate.verdict import Decision, RuleResult, Severity, Status, Verdict
 
 _MARKS = {
@@ -187,6 +189,7 @@ def render_text(verdict: Verdict) -> str:
             [name, *map(str, row)] for name, row in zip(classes, m["confusion_matrix"], strict=True)
         ]
         out += _table(rows)
+    out += render_text_slices(v)
 
     compared = comparison(v)
     if compared is not None:
@@ -195,7 +198,7 @@ def render_text(verdict: Verdict) -> str:
     if train is not None:
         out += _training(train)
     out += deployment_text(v)
-    out += robustness_text(v)
+    out += robustness_text(v) + heldout_text(v)
 
     if v.rules:
         out += ["", "Rules"]
@@ -214,7 +217,8 @@ def render_text(verdict: Verdict) -> str:
         warned = v.summary()["warnings"]
         tail = f" ({warned} warning{'s' if warned != 1 else ''})" if warned else ""
         out.append(
-            f"VERDICT: PASS: all {sum(r.severity is Severity.BLOCK for r in v.rules)} blocking rules passed{tail}"
+            f"VERDICT: PASS: all {sum(r.severity is Severity.BLOCK for r in v.rules)} blocking rules"
+            f" {waivers.passed_words(v)}{tail}"
         )
     elif v.decision is Decision.FAIL:
         blocking = [r.id for r in v.rules if r.blocks]

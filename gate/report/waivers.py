@@ -23,6 +23,15 @@ def _line(rule: RuleResult) -> tuple[str, dict[str, Any]]:
     return outcome, waiver
 
 
+def passed_words(verdict: Verdict) -> str:
+    """How a PASS headline says its block rules fared: ``passed``, or, when waivers let
+    some through, ``passed or were waived (1 waived: recall-floor)``."""
+    rules = waived_rules(verdict)
+    if not rules:
+        return "passed"
+    return f"passed or were waived ({len(rules)} waived: {', '.join(r.id for r in rules)})"
+
+
 def waiver_text(verdict: Verdict) -> list[str]:
     """The plain-text lines (none when nothing was waived)."""
     rules = waived_rules(verdict)

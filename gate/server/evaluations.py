@@ -48,6 +48,7 @@ from gate.errors import (
 from gate.evaluation import check_evidence
 from gate.inference import cuda_runs
 from gate.policy import Policy, parse_policy
+from gate.policy.deployment_rules import reference_names
 from gate.predictions import write_predictions
 from gate.providers import Provider
 from gate.registry import Registry
@@ -66,7 +67,7 @@ from gate.server.workers import (
     load_in,
 )
 from gate.store import AuditLog
-from gate.store.models import ModelStore
+from gate.store.models import SHA256_RE, ModelStore
 from gate.verdict import Decision, Verdict
 from gate.waivers import apply_waivers, utc_now
 
@@ -96,6 +97,8 @@ class EvaluationRequest:
     model_name: str | None = None
     baseline_sha256: str | None = None  # a stored champion model, for `baseline` rules
     fingerprint: bytes | None = None  # a training fingerprint file, for `leakage` rules
+    # stored reference models by the name `provider_parity` rules give them (`reference: NAME`)
+    reference_sha256: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -247,8 +250,13 @@ class EvaluationService:
             from gate.leakage import load_fingerprints
 
             load_fingerprints(request.fingerprint)  # a damaged file is the request's fault
+        references = self._references(request, policy)
         check_evidence(
-            policy, dataset, has_baseline=baseline is not None, has_fingerprint=request.fingerprint is not None
+            policy,
+            dataset,
+            has_baseline=baseline is not None,
+            has_fingerprint=request.fingerprint is not None,
+            references=references,
         )
         provider = evaluation.verdict.runtime["requested_provider"]
         if provider == "cuda" and not cuda_runs():
@@ -266,8 +274,29 @@ class EvaluationService:
             labels=dict(evaluation.verdict.labels or {}),
             baseline=baseline,
             fingerprint=request.fingerprint,
+            references=references,
         )
         return _Plan(LoadJob(model, provider, request.model_name or "the model"), job)
+
+    def _references(self, request: EvaluationRequest, policy: Policy) -> dict[str, ModelFile]:
+        """The stored reference models of the request, by the name the policy's rules give
+        them; a name no rule gives, or a model never uploaded, is the request's fault."""
+        named = reference_names(policy.rules)
+        found = {}
+        for name, sha in sorted(request.reference_sha256.items()):
+            if name not in named:
+                expected = ", ".join(f"'{n}'" for n in sorted(named)) or "none"
+                raise RequestError(
+                    f"reference model '{name}': no provider_parity rule of policy '{policy.name}' names it"
+                    f" (the rules name: {expected})"
+                )
+            if not SHA256_RE.match(sha.lower()):
+                raise RequestError(f"reference model '{name}': reference_sha256 {sha!r} is not 64 hex digits")
+            try:
+                found[name] = ModelFile(str(self.models.get(sha.lower())), sha.lower())
+            except NotFoundError as e:  # the request's fault: it names what it never uploaded
+                raise RequestError(f"reference model '{name}': {e.message}") from e
+        return found
 
     @staticmethod
     def _policy(request: EvaluationRequest, registry: Registry) -> Policy:

@@ -343,6 +343,7 @@ def _evaluation_request(request: pb.EvaluateRequest) -> EvaluationRequest:
         model_name=request.model_name or None,
         baseline_sha256=request.baseline_sha256 or None,
         fingerprint=bytes(request.fingerprint) or None,
+        reference_sha256=dict(request.reference_sha256),
     )
 
 

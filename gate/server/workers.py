@@ -96,6 +96,8 @@ class EvaluateJob:
     baseline: ModelFile | None = None  # the champion model, for `baseline` rules
     baseline_name: str | None = None
     fingerprint: bytes | None = None  # a training fingerprint file, for `leakage` rules
+    # the reference models of `provider_parity` rules, by the name the rules give them
+    references: dict[str, ModelFile] = field(default_factory=dict)
 
 
 # -- what the worker answers ------------------------------------------------------------
@@ -222,6 +224,7 @@ class _WorkerState:
                 self._forget_sessions()
 
     def _evaluate(self, job: EvaluateJob, send: Callable[[Reply], None]) -> Verdict:
+        from gate.deployment.steps import PinnedModel
         from gate.evaluation import evaluate
         from gate.policy import parse_policy
 
@@ -240,6 +243,7 @@ class _WorkerState:
             baseline_sha256=None if job.baseline is None else job.baseline.sha256,
             baseline_name=job.baseline_name,
             fingerprint=job.fingerprint,
+            references={name: PinnedModel(f.path, f.sha256) for name, f in job.references.items()},
             engine=self.settings.engine,
             ray_address=self.settings.ray_address,
         )

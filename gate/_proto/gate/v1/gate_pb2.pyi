@@ -79,7 +79,14 @@ class Labels(_message.Message):
     def __init__(self, pipeline_id: _Optional[str] = ..., git_sha: _Optional[str] = ..., extra: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class EvaluateRequest(_message.Message):
-    __slots__ = ("model_sha256", "dataset", "policy_name", "policy_yaml", "labels", "provider", "batch_size", "model_name", "baseline_sha256", "fingerprint")
+    __slots__ = ("model_sha256", "dataset", "policy_name", "policy_yaml", "labels", "provider", "batch_size", "model_name", "baseline_sha256", "fingerprint", "reference_sha256")
+    class ReferenceSha256Entry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     MODEL_SHA256_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
     POLICY_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -90,6 +97,7 @@ class EvaluateRequest(_message.Message):
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     BASELINE_SHA256_FIELD_NUMBER: _ClassVar[int]
     FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_SHA256_FIELD_NUMBER: _ClassVar[int]
     model_sha256: str
     dataset: str
     policy_name: str
@@ -100,7 +108,8 @@ class EvaluateRequest(_message.Message):
     model_name: str
     baseline_sha256: str
     fingerprint: bytes
-    def __init__(self, model_sha256: _Optional[str] = ..., dataset: _Optional[str] = ..., policy_name: _Optional[str] = ..., policy_yaml: _Optional[str] = ..., labels: _Optional[_Union[Labels, _Mapping]] = ..., provider: _Optional[_Union[Provider, str]] = ..., batch_size: _Optional[int] = ..., model_name: _Optional[str] = ..., baseline_sha256: _Optional[str] = ..., fingerprint: _Optional[bytes] = ...) -> None: ...
+    reference_sha256: _containers.ScalarMap[str, str]
+    def __init__(self, model_sha256: _Optional[str] = ..., dataset: _Optional[str] = ..., policy_name: _Optional[str] = ..., policy_yaml: _Optional[str] = ..., labels: _Optional[_Union[Labels, _Mapping]] = ..., provider: _Optional[_Union[Provider, str]] = ..., batch_size: _Optional[int] = ..., model_name: _Optional[str] = ..., baseline_sha256: _Optional[str] = ..., fingerprint: _Optional[bytes] = ..., reference_sha256: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class EvaluateEvent(_message.Message):
     __slots__ = ("accepted", "progress", "verdict")
