@@ -264,8 +264,6 @@ def _number(value: float) -> float | None:
 
 
 def _column_entry(st: SliceTable) -> dict[str, Any]:
-    if len(st) > MAX_LISTED_VALUES:
-        return {"values_total": len(st), "listed": False}
     return {st.values[v][0]: _value_entry(st, v) for v in range(len(st))}
 
 
@@ -292,7 +290,13 @@ def slices_section(
         return {}
     columns: dict[str, Any] = {}
     ranked: list[tuple[float, str, str, int]] = []
-    for name in table.metadata:
+    for name, values in table.metadata.items():
+        distinct = len(np.unique(values))
+        if distinct > MAX_LISTED_VALUES:
+            # a per-sample id or a raw number: counted, not tabled (its slice × class counts
+            # could outgrow the table itself); a rule may still bin or slice it
+            columns[name] = {"values_total": distinct, "listed": False}
+            continue
         st = slice_table(table, [name])
         columns[name] = _column_entry(st)
         scores = _weakness(st, metric, min_support)

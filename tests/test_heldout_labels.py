@@ -291,3 +291,22 @@ def test_gate_check_writes_the_suspects_file_from_the_verdict(
         rows = list(csv.DictReader(f))
     assert [r["sample_id"] for r in rows] == [i["sample_id"] for i in v["dataset_audit"]["label_issues"]["issues"]]
     assert len(rows) == v["dataset_audit"]["label_issues"]["count"] > 0
+
+
+def test_the_ray_engine_fills_the_given_label_probability_as_the_local_engine_does(tmp_path: Path) -> None:
+    pytest.importorskip("ray", reason="the ray extra (gate[ray]) is not installed")
+    k, n = 7, 300
+    case = _noisy_set(9, k=k, n=n)
+    data = _write_set(tmp_path, "seven", case["given"], [f"c{i}" for i in range(k)])
+    model, policy = _model(tmp_path, "m", case["logits"]), _policy(tmp_path)
+    tables, audits = [], []
+    for engine in ("local", "ray"):
+        cache = Caches.at(tmp_path / f"cache-{engine}")
+        v = evaluate(model, data, policy, provider="cpu", caches=cache, engine=engine).to_dict()
+        assert v["verdict"] in ("PASS", "FAIL"), v.get("error")
+        tables.append(_stored_table(cache, v))
+        audits.append(v["dataset_audit"]["label_issues"])
+    local, sharded = tables
+    assert local.label_score is not None and sharded.label_score is not None
+    np.testing.assert_array_equal(local.label_score, sharded.label_score)
+    assert audits[0] == audits[1]

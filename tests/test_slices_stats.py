@@ -14,7 +14,7 @@ from gate.policy import parse_policy
 from gate.policy.context import RuleContext
 from gate.policy.slice_rules import PerSliceRule
 from gate.predictions import PredictionTable, build_table
-from gate.slices import adjust_pvalues, below_floor_pvalue, bin_labels, slice_table
+from gate.slices import adjust_pvalues, below_floor_pvalue, bin_labels, slice_table, slices_section
 from gate.stats import wilson_interval
 from gate.verdict import Status
 
@@ -194,3 +194,21 @@ def test_a_slice_rule_written_wrong_is_refused(rule: str, problem: str) -> None:
     with pytest.raises(PolicyError) as refused:
         parse_policy(f"version: 1\nname: p\nrules:\n  - {rule}\n")
     assert problem in str(refused.value)
+
+
+def test_a_column_of_many_values_is_counted_not_tabled() -> None:
+    n = 500
+    table = build_table(
+        classes=["a", "b"],
+        sample_ids=[str(i) for i in range(n)],
+        labels=np.zeros(n, dtype=np.int64),
+        predicted=np.zeros(n, dtype=np.int64),
+        confidence=np.ones(n, np.float32),
+        top_class=np.zeros((n, 1), np.int64),
+        top_score=np.ones((n, 1), np.float32),
+        metadata={"id": np.asarray([f"s{i}" for i in range(n)], dtype=np.str_), "site": np.full(n, "x")},
+    )
+    section = slices_section(table)
+    assert section["columns"]["id"] == {"values_total": 500, "listed": False}
+    assert section["columns"]["site"]["x"]["support"] == 500
+    assert [w["slice"] for w in section["weakest"]] == ["site=x"]
