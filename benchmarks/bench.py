@@ -51,6 +51,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.corruptions import section_r  # noqa: E402
 from benchmarks.models import resnet18, small_cnn, write_jpeg_folder  # noqa: E402
 from benchmarks.overhead import section_h  # noqa: E402
 from benchmarks.slices import section_s  # noqa: E402
@@ -447,7 +448,7 @@ def machine() -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", default="a,b,c,d,e,f,h,s", help="sections to run (g comes with c)")
+    ap.add_argument("--only", default="a,b,c,d,e,f,h,r,s", help="sections to run (g comes with c)")
     ap.add_argument("--provider", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--quick", action="store_true", help="small sets: a smoke run, not figures")
     ap.add_argument("--workdir", type=Path, help="keep data here (default: a temporary directory)")
@@ -484,6 +485,8 @@ def main() -> None:
         section_f(rep, work, args)
     if "h" in sections:
         section_h(rep, work, args)
+    if "r" in sections:
+        section_r(rep, work, args)
     if "s" in sections:
         section_s(rep, args.repeat)
     print(f"\n{rep.table()}\n\n(total {time.perf_counter() - t0:.0f} s)")

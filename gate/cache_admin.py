@@ -32,7 +32,7 @@ from gate.errors import RequestError
 __all__ = ["CACHES", "PruneReport", "VersionUsage", "current_versions", "inspect", "parse_age", "prune"]
 
 #: The on-disk caches, by directory name.
-CACHES = ("tensors", "results", "hashes", "digests")
+CACHES = ("tensors", "results", "hashes", "digests", "corrupted")
 #: Temporary files younger than this may belong to a write in progress.
 TEMP_GRACE_S = 3600.0
 _AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
@@ -44,8 +44,11 @@ def current_versions() -> dict[str, CacheVersion]:
     from gate.cache import Caches, HeldoutHashCache, ResultCache
     from gate.datasets import TensorCache
 
+    from gate.corruptions.suite import CorruptedPixelCache
+
     here = Path(".")  # where does not matter: a version is made by the code, not the place
-    return Caches(TensorCache(here), ResultCache(here), digests=here, hashes=HeldoutHashCache(here)).versions()
+    versions = Caches(TensorCache(here), ResultCache(here), digests=here, hashes=HeldoutHashCache(here)).versions()
+    return {**versions, "corrupted": CorruptedPixelCache(here).version}
 
 
 def parse_age(text: str) -> float:

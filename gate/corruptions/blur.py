@@ -68,31 +68,28 @@ def defocus_blur(pixels: npt.NDArray[np.uint8], severity: int, rng: NoiseSource)
     return to_bytes(full[2 * half :, 2 * half :])
 
 
-def _shifted(image: npt.NDArray[np.uint8], dx: int, dy: int) -> npt.NDArray[np.uint8]:
-    """``image`` moved by (dx, dy) pixels, the uncovered border filled with the edge."""
-    h, w = image.shape[:2]
-    rows = np.clip(np.arange(h) - dy, 0, h - 1)
-    cols = np.clip(np.arange(w) - dx, 0, w - 1)
-    return image[rows[:, np.newaxis], cols[np.newaxis, :]]
-
-
 def motion_streak(
     image: npt.NDArray[np.uint8] | npt.NDArray[np.float64], radius: int, sigma: float, angle: float
 ) -> npt.NDArray[np.float64]:
     """The image smeared along ``angle`` (degrees): a weighted sum of copies shifted
-    by whole pixels along the streak, weights a half Gaussian of ``sigma``."""
+    by whole pixels along the streak (the uncovered border filled with the edge), weights
+    a half Gaussian of ``sigma``."""
     width = 2 * radius + 1
     weights = np.exp(-(np.arange(width) ** 2) / (2 * sigma**2)) / (math.sqrt(2 * math.pi) * sigma)
     weights /= weights.sum()
     along_y, along_x = width * math.sin(math.radians(angle)), width * math.cos(math.radians(angle))
     length = math.hypot(along_y, along_x)
+    h, w = image.shape[:2]
+    # edge-padded once: every shifted copy is then a view, not a gather
+    pad = min(width, max(h, w))
+    padded = np.pad(image, ((pad, pad), (pad, pad)) + ((0, 0),) * (image.ndim - 2), mode="edge")
     out = np.zeros(image.shape, dtype=np.float64)
     for i in range(width):
         dy = -math.ceil(i * along_y / length - 0.5)
         dx = -math.ceil(i * along_x / length - 0.5)
-        if abs(dy) >= image.shape[0] or abs(dx) >= image.shape[1]:
+        if abs(dy) >= h or abs(dx) >= w:
             break  # the streak has left the image
-        out = out + weights[i] * _shifted(image, dx, dy)  # type: ignore[arg-type]
+        out += weights[i] * padded[pad - dy : pad - dy + h, pad - dx : pad - dx + w]
     return out
 
 

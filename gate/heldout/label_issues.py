@@ -18,10 +18,10 @@ and judges each class against its own bar:
 
 This is cleanlab's ``find_label_issues`` with its default ``filter_by=
 "prune_by_noise_rate"``; tests/test_heldout_labels.py compares the two on the same
-probabilities. The differences, documented in docs/heldout-quality.md: gate does not
-raise a class's diagonal count to at least one sample before pruning (cleanlab's
-``min_examples_per_class``), and it breaks ties (in rounding the calibrated joint, and
-between equal margins) by position, where cleanlab's order is its sort's.
+probabilities and finds the same suspects. The differences, documented in
+docs/heldout-quality.md: gate does not raise a class's diagonal count to at least one
+sample before pruning (cleanlab's ``min_examples_per_class``), and between equal margins
+it prunes the earlier sample, where cleanlab's order is its sort's.
 
 Where the probabilities come from: the predictions table keeps the k = min(5, K) most
 probable classes of each sample and the probability of its given label
@@ -126,13 +126,15 @@ def calibrated_joint(labels: npt.NDArray[np.int64], guess: npt.NDArray[np.int64]
 def _round_keeping_total(row: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
     """Counts from a row of reals that add up to the row's rounded total: each rounded to
     the nearest, then the entries that rounding moved furthest the wrong way moved by one
-    until the total is right."""
+    until the total is right. Entries with equal remainders (equal counts in one row scale
+    to equal values) are taken in the order of numpy's default sort of the remainders, the
+    order cleanlab takes them in, so that the two agree on such ties."""
     counts = np.round(row)
     short = int(round(float(row.sum())) - counts.sum())
     if short:
-        step = 1 if short > 0 else -1
-        error = (row - counts) * step  # how far each entry lies beyond its count in the needed direction
-        counts[np.argsort(-error, kind="stable")[: abs(short)]] += step
+        order = np.argsort(row - counts)  # remainders, most negative first
+        picked = order[::-1][:short] if short > 0 else order[:-short]
+        counts[picked] += 1 if short > 0 else -1
     out: npt.NDArray[np.int64] = counts.astype(np.int64)
     return out
 

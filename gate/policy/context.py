@@ -44,8 +44,8 @@ NEEDS: dict[str, str] = {
     "fingerprint": "a fingerprint file of the training images (`gate fingerprint`, then `--fingerprint FILE`;"
     " API: fingerprint)",
     "robustness": "image samples to corrupt (an image folder, manifest or spec; not an .npz of tensors)",
-    "heldout": "the held-out set's audit, which the evaluation computes from the predictions table"
-    " (rules judged on bare metrics have none)",
+    "heldout": "the held-out set's audit (suspected label errors from the predictions tables, near-duplicates"
+    " from the set's images), which an evaluation computes",
 }
 
 
