@@ -100,11 +100,16 @@ class LocalEngine:
 def _batches(
     dataset: Dataset, size: int, caches: Caches, use: TensorCacheUse, *, pixels: bool
 ) -> Iterator[npt.NDArray[Any]]:
-    """Model input (or, with ``pixels``, an image set's 8-bit pixels) batch by batch."""
+    """Model input (or, with ``pixels``, an image set's 8-bit pixels) batch by batch.
+    Tensors from an ``.npz`` bypass the tensor cache; their batches go to ONNX Runtime
+    alone, so they are read-only views of the set's array, not copies."""
+    source = dataset.pixel_source
+    if source is None:
+        use.status = "off"
+        return dataset.input_batches(size)
     if caches.tensors is not None:
         return caches.tensors.batches(dataset, size, use, pixels=pixels)
-    source = dataset.pixel_source
-    if pixels and source is not None:
+    if pixels:
         return source.iter_pixel_batches(size)
     return dataset.batches(size)
 

@@ -152,7 +152,7 @@ class Rule(BaseModel):
     """Fields and duties common to every rule type."""
 
     # thresholds are finite numbers: an infinite one cannot be written to the audit log
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False, allow_inf_nan=False, defer_build=True)
 
     id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$", strict=True)
     type: str
