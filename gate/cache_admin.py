@@ -42,9 +42,8 @@ _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 def current_versions() -> dict[str, CacheVersion]:
     """The version each cache is read at by this gate: the versions its caches make."""
     from gate.cache import Caches, HeldoutHashCache, ResultCache
-    from gate.datasets import TensorCache
-
     from gate.corruptions.suite import CorruptedPixelCache
+    from gate.datasets import TensorCache
 
     here = Path(".")  # where does not matter: a version is made by the code, not the place
     versions = Caches(TensorCache(here), ResultCache(here), digests=here, hashes=HeldoutHashCache(here)).versions()

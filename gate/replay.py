@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from gate.errors import GateError, PolicyError, RequestError
-from gate.metrics import CALIBRATION_BINS, Calibration, ClassificationMetrics
+from gate.heldout.top_k import names_top_k
+from gate.metrics import CALIBRATION_BINS, Calibration, ClassificationMetrics, top_k_hits
 from gate.policy import Policy, apply_policy
 from gate.policy.context import NEEDS, BaselineRun, RuleContext, TrainSample
 from gate.predictions import PredictionTable
@@ -261,6 +262,13 @@ def _judged_at(doc: Mapping[str, Any]) -> dt.datetime:
         raise NotReplayableError("its verdict has no valid start time") from None
 
 
+def _with_top_k(metrics: ClassificationMetrics, doc: Mapping[str, Any], evidence: _Evidence) -> ClassificationMetrics:
+    """Top-k accuracy is not in a confusion matrix: its hits are counted again on the
+    stored predictions table (NotReplayableError when it is no longer kept)."""
+    table = evidence.table(str(doc["model"]["sha256"]), "a top-k accuracy rule")
+    return dataclasses.replace(metrics, top_k_hits=top_k_hits(table.label, table.top_k_class))
+
+
 def rejudge(doc: Mapping[str, Any], policy: Policy, *, tables: TableSource | None = None) -> Verdict:
     """The verdict ``policy`` gives the evidence a recorded verdict document kept, with
     the waivers it recorded applied as they were then. NotReplayableError when the
@@ -274,6 +282,8 @@ def rejudge(doc: Mapping[str, Any], policy: Policy, *, tables: TableSource | Non
     except PolicyError as e:
         raise NotReplayableError(f"the policy does not fit its dataset: {e.message}") from None
     evidence = _Evidence(doc, tables)
+    if names_top_k({str(getattr(rule, "metric", "")) for rule in policy.rules}):
+        metrics = _with_top_k(metrics, doc, evidence)
     context = _needs_evidence(policy, doc, evidence, RuleContext(metrics))
     rules = apply_policy(policy, metrics, context)
     if any(r.status is Status.ERROR for r in rules):

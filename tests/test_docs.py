@@ -10,6 +10,7 @@ test``), which fails on a broken link or a missing page.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -355,11 +356,17 @@ def test_the_verdict_page_lists_every_top_level_field() -> None:
 
 def test_the_verdict_page_lists_every_field_of_a_rule_and_a_class() -> None:
     rule = _full_verdict().rules[0]
-    assert _field_table("A rule result") == set(rule.to_dict())
+    # a waived result adds its real outcome and its waiver
+    waived = dataclasses.replace(rule, status=Status.WAIVED, outcome=Status.FAIL, waiver={"id": "w1"})
+    assert _field_table("A rule result") == set(rule.to_dict()) | set(waived.to_dict())
     assert _field_table("A class within a rule") == set(rule.classes[0].to_dict())
 
 
 def test_the_verdict_page_lists_every_summary_count_and_metric() -> None:
-    assert _field_table("`summary`") == set(_full_verdict().summary())
+    verdict = _full_verdict()
+    verdict.rules.append(
+        dataclasses.replace(verdict.rules[0], status=Status.WAIVED, outcome=Status.FAIL, waiver={"id": "w1"})
+    )
+    assert _field_table("`summary`") == set(verdict.summary())  # with a waived rule, as the page says
     # calibration comes with the model's scores, which a confusion matrix alone lacks
     assert _field_table("`metrics`") == set(WORKED_EXAMPLE.to_dict()) | {"calibration"}

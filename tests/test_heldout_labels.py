@@ -324,3 +324,20 @@ def test_same_suspects_as_cleanlab_with_many_classes(k: int, n: int, boost: floa
         warnings.simplefilter("ignore")
         theirs = cleanlab_filter.find_label_issues(given, probs, n_jobs=1)
     assert np.array_equal(ours, theirs)
+
+
+def test_too_few_samples_left_once_suspects_are_set_aside_is_inconclusive(tmp_path: Path) -> None:
+    case = _noisy_set(3)
+    data = _write_set(tmp_path, "noisy", case["given"], CLASSES)
+    support = np.bincount(case["given"], minlength=4)
+    floor = int(support.min())  # the smallest class, whole, and not one sample less
+    policy = _policy(
+        tmp_path, f"version: 1\nname: p\nrules:\n  - {{id: labels, type: label_quality, min_support: {floor}}}\n"
+    )
+    v = evaluate(_model(tmp_path, "m", case["logits"]), data, policy, provider="cpu").to_dict()
+    [rule] = v["rules"]
+    assert v["verdict"] == "FAIL" and rule["status"] == "inconclusive"
+    assert "too few samples left once suspects are set aside" in rule["message"]
+    left = {c["class"]: c["observed"] for c in rule["classes"]}
+    per_class = v["dataset_audit"]["label_issues"]["per_class"]
+    assert left == {name: support[i] - per_class.get(name, 0) for i, name in enumerate(CLASSES)}

@@ -241,3 +241,31 @@ def test_a_slice_rule_is_judged_on_the_kept_predictions_table(
     assert main(argv) == 0
     (row,) = json.loads(capsys.readouterr().out)["evaluations"]
     assert row["new"] is None and row["reason"].endswith("its predictions table is no longer kept")
+
+
+def test_a_top_k_rule_is_judged_on_the_kept_predictions_table(
+    serve: Callable[..., Served], tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    s = serve()
+    model = tmp_path / "m.onnx"
+    model.write_bytes(lookup_model(3))
+    with s.client() as client:
+        sha = client.upload_model(model.read_bytes()).sha256
+        assert client.evaluate(sha, "pets", policy_yaml=LENIENT).verdict.decision == pb.PASS
+    policy = tmp_path / "top2.yaml"
+    policy.write_text(
+        "version: 1\nname: top2\nrules:\n  - {id: top2, type: metric, metric: top_2_accuracy, min: 0.95}\n"
+    )
+    # the oracle: the same model judged afresh by the same policy on the same set
+    spec = s.root / "datasets" / "pets.yaml"
+    code = main(["eval", "--model", str(model), "--dataset", str(spec), "--policy", str(policy), "--format", "json"])
+    fresh = json.loads(capsys.readouterr().out)
+    argv = ["replay", "--policy", str(policy), "--data-dir", str(s.root / "data"), "--format", "json"]
+    assert main(argv) == 0
+    (row,) = json.loads(capsys.readouterr().out)["evaluations"]
+    assert code == 1 and (row["old"], row["new"]) == ("PASS", "FAIL")
+    assert row["blocking"] == [f"top2: {fresh['rules'][0]['message']}"]  # top_2_accuracy 0.947 < 0.950
+    shutil.rmtree(s.root / "data" / "cache")
+    assert main(argv) == 0
+    (row,) = json.loads(capsys.readouterr().out)["evaluations"]
+    assert row["new"] is None and "no longer kept" in row["reason"]

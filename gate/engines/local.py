@@ -7,7 +7,8 @@ a helper thread (:func:`gate.datasets.prefetch.prefetch`) while the model runs.
 Where the model runs on CUDA and the set is an image set, the normalisation moves into
 the model's graph (:mod:`gate.preprocess_graph`): 8-bit pixels cross to the device and
 are normalised there, to the bit as on the host. The CPU provider keeps the host's
-normalisation, which measured faster there (benchmarks/README.md, section h).
+normalisation: the two measured within noise of each other there (benchmarks/README.md,
+section h), and the host's needs no ``onnx`` and suits every model.
 """
 
 from __future__ import annotations
