@@ -121,3 +121,15 @@ def test_a_grey_image_is_corrupted_as_the_reference_does_its_rgb_copy(reference:
     diff = np.abs(ours[:, :, 0] - expected[:, :, 0])
     # the reference greys its three equal channels with OpenCV's weights, which sum to 1 only nearly
     assert diff.max() <= (0 if name == "fog" else 1) and (diff > 0).mean() < 0.01
+
+
+@pytest.mark.parametrize("severity", SEVERITIES)
+def test_brightness_equals_the_reference_on_a_spread_of_colours(reference: Any, severity: int) -> None:
+    """Every colour on a grid of 18 levels a channel (ties, greys, black and white among
+    them) and 200,000 seeded ones: the whole-plane HSV round trip is the reference's."""
+    levels = np.arange(0, 256, 15, dtype=np.uint8)
+    grid = np.stack(np.meshgrid(levels, levels, levels, indexing="ij"), axis=-1).reshape(-1, 3)
+    drawn = np.random.default_rng(severity).integers(0, 256, (200_000 - len(grid), 3), dtype=np.uint8)
+    colours = np.concatenate([grid, drawn]).reshape(400, 500, 3)
+    expected = reference.corrupt(colours, severity=severity, corruption_name="brightness")
+    assert np.array_equal(corrupt(colours, "brightness", severity, np.random.default_rng(0)), expected)
