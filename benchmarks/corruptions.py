@@ -19,6 +19,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,13 +51,14 @@ def _photo() -> np.ndarray:
     return images.load_pixels(_jpeg_bytes(0, 0, (256, 256), 90), Preprocess(crop=224), "photo")
 
 
-def throughput(rep: Any, seconds: float) -> None:
-    """Images a second per core for each corruption (numpy's own threads pinned to one)."""
+def throughput(rep: Any, seconds: float, names: Sequence[str] = ()) -> None:
+    """Images a second per core for each corruption (all of them unless ``names``), in
+    this one thread."""
     from gate.corruptions.catalogue import AVAILABLE, corrupt
     from gate.corruptions.randomness import sample_rng
 
     photo = _photo()
-    for name in AVAILABLE:
+    for name in names or AVAILABLE:
         done, start = 0, time.perf_counter()
         while done < 5 or time.perf_counter() - start < seconds:
             severity = done % 5 + 1
@@ -115,15 +117,18 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--seconds", type=float, default=3.0, help="time per corruption for the throughput rows")
     ap.add_argument("--skip-throughput", action="store_true")
+    ap.add_argument("--corruptions", nargs="+", default=(), help="the throughput rows of these corruptions only")
+    ap.add_argument("--skip-suite", action="store_true", help="the throughput rows only")
     args = ap.parse_args()
     print(f"machine: {machine()}", flush=True)
     rep = Report()
     if not args.skip_throughput:
-        throughput(rep, args.seconds)
-    with tempfile.TemporaryDirectory(prefix="gate-bench-r-") as work:
-        suite_overhead(
-            rep, Path(work), images=args.images, model=args.model, repeat=args.repeat, workers=os.cpu_count() or 2
-        )
+        throughput(rep, args.seconds, args.corruptions)
+    if not args.skip_suite:
+        with tempfile.TemporaryDirectory(prefix="gate-bench-r-") as work:
+            suite_overhead(
+                rep, Path(work), images=args.images, model=args.model, repeat=args.repeat, workers=os.cpu_count() or 2
+            )
     print(f"\n{rep.table()}")
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from gate.corruptions import blur, digital, noise
+from gate.corruptions import blur, digital, noise, weather
 from gate.corruptions.names import AVAILABLE, GROUPS, NOT_AVAILABLE, SEVERITIES
 from gate.corruptions.randomness import NoiseSource
 
@@ -44,6 +44,8 @@ CORRUPTIONS: dict[str, Corruption] = {
         Corruption("defocus_blur", "blur", blur.defocus_blur, False),
         Corruption("motion_blur", "blur", blur.motion_blur, True),
         Corruption("zoom_blur", "blur", blur.zoom_blur, False),
+        Corruption("snow", "weather", weather.snow, True),
+        Corruption("fog", "weather", weather.fog, True),
         Corruption("brightness", "digital", digital.brightness, False),
         Corruption("contrast", "digital", digital.contrast, False),
         Corruption("jpeg_compression", "digital", digital.jpeg_compression, False),

@@ -32,40 +32,52 @@ def _pixels(image: Image.Image, channels: int) -> npt.NDArray[np.uint8]:
     return arr[:, :, np.newaxis] if channels == 1 else arr
 
 
-def rgb_to_hsv(rgb: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    """Hue, saturation and value (each 0..1) of RGB intensities (0..1)."""
-    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-    value = rgb.max(axis=-1)
-    spread = value - rgb.min(axis=-1)
-    safe = np.where(spread == 0, 1.0, spread)
+def hue_saturation_value(
+    r: npt.NDArray[np.float64], g: npt.NDArray[np.float64], b: npt.NDArray[np.float64]
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Hue, saturation and value (each 0..1) of the RGB intensity planes (0..1): the
+    reference's arithmetic step for step, on whole planes rather than interleaved pixels
+    (a reduction over a last axis of three and numpy's float remainder are what made
+    the round trip slow)."""
+    value = np.maximum(np.maximum(r, g), b)
+    spread = value - np.minimum(np.minimum(r, g), b)
+    flat = spread == 0
+    blue, green = b == value, g == value
     # where channels tie for the maximum, blue's formula wins over green's over red's
-    sector = np.select([b == value, g == value], [4.0 + (r - g) / safe, 2.0 + (b - r) / safe], default=(g - b) / safe)
-    hue = np.where(spread == 0, 0.0, (sector / 6.0) % 1.0)
-    saturation = np.where(spread == 0, 0.0, spread / np.where(value == 0, 1.0, value))
-    return np.stack([hue, saturation, value], axis=-1)
+    numerator = np.where(blue, r - g, np.where(green, b - r, g - b))
+    offset = np.where(blue, 4.0, np.where(green, 2.0, 0.0))
+    turn = (offset + numerator / np.where(flat, 1.0, spread)) / 6.0
+    # turn lies in [-1/6, 1): there `turn % 1.0` is turn, or turn + 1.0 below zero, exactly
+    hue = np.where(flat, 0.0, np.where(turn < 0, turn + 1.0, turn))
+    saturation = np.where(flat, 0.0, spread / np.where(value == 0, 1.0, value))
+    return hue, saturation, value
 
 
-def hsv_to_rgb(hsv: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    """RGB intensities of hue, saturation and value (each 0..1)."""
-    h, s, v = hsv[..., 0], hsv[..., 1], hsv[..., 2]
-    sector = np.floor(h * 6)
-    f = h * 6 - sector
-    p, q, t = v * (1 - s), v * (1 - f * s), v * (1 - (1 - f) * s)
-    which = sector.astype(np.int64) % 6
-    r = np.choose(which, [v, q, p, p, t, v])
-    g = np.choose(which, [t, v, v, q, p, p])
-    b = np.choose(which, [p, p, t, v, v, q])
-    return np.stack([r, g, b], axis=-1)
+def rgb_planes(
+    hue: npt.NDArray[np.float64], saturation: npt.NDArray[np.float64], value: npt.NDArray[np.float64]
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """The RGB intensity planes of hue, saturation and value (each 0..1)."""
+    turns = hue * 6
+    sector = np.floor(turns)
+    f = turns - sector
+    k = sector.astype(np.int8) % 6
+    lowest = value * (1 - saturation)
+    # the middle channel: falling (value * (1 - f * s)) in odd sectors, rising in even ones
+    middle = value * (1 - np.where(k & 1 == 1, f, 1 - f) * saturation)
+    r = np.where((k == 0) | (k == 5), value, np.where((k == 1) | (k == 4), middle, lowest))
+    g = np.where((k == 1) | (k == 2), value, np.where((k == 0) | (k == 3), middle, lowest))
+    b = np.where((k == 3) | (k == 4), value, np.where((k == 2) | (k == 5), middle, lowest))
+    return r, g, b
 
 
 def brightness(pixels: npt.NDArray[np.uint8], severity: int, rng: NoiseSource) -> npt.NDArray[np.uint8]:
     lift = BRIGHTNESS[severity - 1]
-    x = pixels / 255.0
-    if x.shape[2] == 1:  # the value of a grey pixel is the pixel itself
-        return to_bytes(np.clip(x + lift, 0.0, 1.0))
-    hsv = rgb_to_hsv(x)
-    hsv[..., 2] = np.clip(hsv[..., 2] + lift, 0.0, 1.0)
-    return to_bytes(hsv_to_rgb(hsv))
+    if pixels.shape[2] == 1:  # the value of a grey pixel is the pixel itself
+        return to_bytes(np.clip(pixels / 255.0 + lift, 0.0, 1.0))
+    r, g, b = np.ascontiguousarray(pixels.transpose(2, 0, 1)) / 255.0
+    hue, saturation, value = hue_saturation_value(r, g, b)
+    planes = rgb_planes(hue, saturation, np.minimum(value + lift, 1.0))
+    return np.stack([to_bytes(plane) for plane in planes], axis=-1)
 
 
 def contrast(pixels: npt.NDArray[np.uint8], severity: int, rng: NoiseSource) -> npt.NDArray[np.uint8]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 GROUPS: dict[str, tuple[str, ...]] = {
     "noise": ("gaussian_noise", "shot_noise", "impulse_noise"),
     "blur": ("defocus_blur", "motion_blur", "zoom_blur"),
+    "weather": ("snow", "fog"),
     "digital": ("brightness", "contrast", "jpeg_compression", "pixelate"),
 }
 AVAILABLE: tuple[str, ...] = tuple(name for names in GROUPS.values() for name in names)
@@ -15,8 +16,6 @@ SEVERITIES: tuple[int, ...] = (1, 2, 3, 4, 5)
 #: ImageNet-C corruptions gate does not apply, and why (see docs/corruptions.md).
 NOT_AVAILABLE: dict[str, str] = {
     "frost": "it overlays photographs of frost distributed with ImageNet-C under no stated licence",
-    "snow": "not implemented yet",
-    "fog": "not implemented yet",
     "glass_blur": "not implemented yet",
     "elastic_transform": "not implemented yet",
 }
