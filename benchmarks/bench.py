@@ -22,6 +22,8 @@ Sections (see benchmarks/README.md for the latest figures):
      (benchmarks/overhead.py)
   s  slices: metrics.slices and per_slice/slice_gap rules on 50,000 samples x 3 metadata
      columns x 20 values, in this process (benchmarks/slices.py)
+  p  policy replay: `gate replay --data-dir` over 1,000 stored evaluations, the whole
+     command (benchmarks/replay.py)
 
 Whole commands are timed as processes (best of several runs, the two sides of a ratio
 interleaved), because machines here are shared and noisy.
@@ -149,6 +151,23 @@ def export_tensors(spec: Path, out: Path) -> int:
 
 
 # -- sections -------------------------------------------------------------------------
+
+
+def section_p(rep: Report) -> None:
+    """Policy replay over 1,000 stored evaluations (its own script, one JSON row)."""
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "replay.py")], check=True, capture_output=True, text=True, cwd=ROOT
+    ).stdout
+    row = json.loads(out[out.index("{") :])
+    rep.add(
+        "p",
+        "gate replay --data-dir, 1,000 stored evaluations (whole command)",
+        row["command_s"],
+        "s",
+        "< 1 s",
+        row["met"],
+    )
+    rep.add("p", "the same, CPU time (process and children)", row["command_cpu_s"], "s")
 
 
 def section_a(rep: Report, work: Path, args: argparse.Namespace) -> dict[str, float]:
@@ -448,7 +467,7 @@ def machine() -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", default="a,b,c,d,e,f,h,r,s", help="sections to run (g comes with c)")
+    ap.add_argument("--only", default="a,b,c,d,e,f,h,r,s,p", help="sections to run (g comes with c)")
     ap.add_argument("--provider", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--quick", action="store_true", help="small sets: a smoke run, not figures")
     ap.add_argument("--workdir", type=Path, help="keep data here (default: a temporary directory)")
@@ -489,6 +508,8 @@ def main() -> None:
         section_r(rep, work, args)
     if "s" in sections:
         section_s(rep, args.repeat)
+    if "p" in sections:
+        section_p(rep)
     print(f"\n{rep.table()}\n\n(total {time.perf_counter() - t0:.0f} s)")
     if args.json:
         args.json.write_text(json.dumps({"machine": machine(), "rows": rep.rows}, indent=2))
