@@ -22,7 +22,6 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from gate.cache import Caches, results_key
-from gate.corruptions.evidence import robustness_refusal, robustness_step
 from gate.datasets import Dataset, load_dataset, load_train_sample
 from gate.datasets.metadata import metadata_columns
 from gate.deployment.diagnosis import diagnose
@@ -43,6 +42,7 @@ from gate.verdict import Decision, Verdict, decide
 
 if TYPE_CHECKING:
     from gate.leakage import Fingerprints
+    from gate.policy.base import Rule
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +162,7 @@ def check_evidence(
             missing.append(f"rule '{rule.id}' ({rule.type}) needs {NEEDS['baseline']}")
         elif rule.needs == "fingerprint" and not has_fingerprint:
             missing.append(f"rule '{rule.id}' ({rule.type}) needs {NEEDS['fingerprint']}")
-        elif rule.needs == "robustness" and (why := robustness_refusal(rule, ds, has_baseline)):
+        elif rule.needs == "robustness" and (why := _robustness_refusal(rule, ds, has_baseline=has_baseline)):
             missing.append(f"rule '{rule.id}' ({rule.type}): {why}")
         elif rule.needs == "train_sample" and ds.train_sample is None:
             missing.append(
@@ -231,6 +231,8 @@ def _run(verdict: Verdict, dataset: Dataset | PathLike, policy: Policy | PathLik
         verdict.metrics = {**verdict.metrics, **deployment.metrics()}
         context = replace(context, deployment=deployment)
     if "robustness" in pol.needs:
+        from gate.corruptions.evidence import robustness_step  # the corruption suite only where a rule asks
+
         context = robustness_step(
             verdict.metrics, pol, ds, context, _corrupted_runner(req), (run, champion), caches=req.caches
         )
@@ -246,6 +248,12 @@ def _run(verdict: Verdict, dataset: Dataset | PathLike, policy: Policy | PathLik
         }
     elif inp.predictions_out is not None:
         _export(run.table, inp.predictions_out)
+
+
+def _robustness_refusal(rule: Rule, ds: Dataset, *, has_baseline: bool) -> str | None:
+    from gate.corruptions.evidence import robustness_refusal
+
+    return robustness_refusal(rule, ds, has_baseline)
 
 
 def _corrupted_runner(req: _Request) -> Callable[[ModelInput, Dataset], PredictionTable]:

@@ -1,7 +1,9 @@
 """The command line's package: commands that never run a model do not load ONNX Runtime
 (nor numpy, where they need none), each run in a fresh interpreter on real inputs (a real
-server's attestation, signing key and audit database, a real token, a real policy); and
-the names the package spells out to stay light equal the ones they stand in for."""
+server's attestation, signing key and audit database, a real token, a real policy); `gate
+eval` loads only what the evaluation at hand uses (no Pillow for a set of tensors, no
+suite, screen or report that neither the policy nor the output asks for); and the names
+the package spells out to stay light equal the ones they stand in for."""
 
 from __future__ import annotations
 
@@ -19,10 +21,10 @@ from gate.attest import load_signing_key, public_key_pem
 from gate.cli import main
 from gate.cli.auth import token_sha256
 from gate.cli.verdict_output import REPORT_FORMATS
-from gate.report import RENDERERS
+from gate.report import RENDERERS, renderer
 from gate.server.auth import token_sha256 as server_token_sha256
-from tests.conftest import PETS, ROOT, Served
-from tests.models import lookup_model, predictions_for
+from tests.conftest import PETS, ROOT, Served, write_pets
+from tests.models import linear_softmax_model, lookup_model, predictions_for
 
 HEAVY = ("onnxruntime", "numpy")
 # runs `gate ARGV...` the way the console script does, then reports the heavy modules it loaded
@@ -33,12 +35,19 @@ try:
     code = main(sys.argv[1:])
 except SystemExit as e:  # --help
     code = e.code
-print(json.dumps({{"code": code, "loaded": [m for m in {HEAVY!r} if m in sys.modules]}}))
+loaded = [m for m in {HEAVY!r} if m in sys.modules]
+print(json.dumps({{"code": code, "loaded": loaded, "modules": sorted(sys.modules)}}))
 """
 
 
 def _probe(*argv: str | Path, stdin: str = "") -> tuple[int, list[str], str]:
     """Exit code, heavy modules loaded and stdout of one command in a fresh interpreter."""
+    result, shown = _run_probe(*argv, stdin=stdin)
+    return result["code"], result["loaded"], shown
+
+
+def _run_probe(*argv: str | Path, stdin: str = "") -> tuple[dict[str, Any], str]:
+    """What the probe reports of one command in a fresh interpreter, and its stdout."""
     run = subprocess.run(
         [sys.executable, "-c", PROBE, *map(str, argv)],
         input=stdin,
@@ -49,8 +58,8 @@ def _probe(*argv: str | Path, stdin: str = "") -> tuple[int, list[str], str]:
         timeout=120,
     )
     *shown, last = run.stdout.splitlines()
-    result = json.loads(last)
-    return result["code"], result["loaded"], "\n".join(shown)
+    result: dict[str, Any] = json.loads(last)
+    return result, "\n".join(shown)
 
 
 def _imported_by(module: str) -> list[str]:
@@ -135,8 +144,72 @@ def test_history_from_a_server_loads_no_more_than_the_client(gated: dict[str, An
     assert (record["dataset"], record["verdict"]) == ("pets", gated["verdict"])
 
 
+# what `gate eval` on a set of tensors, judged by rules of the confusion matrix and shown as
+# text, has no use for: Pillow's image code, the corruption suite (the package's list of
+# names aside: the robustness rules validate against it), the leakage screen, the held-out
+# audits, the deployment measurements, the dashboard, and the other formats' renderers
+UNUSED_BY_A_TENSOR_EVAL = (
+    "PIL.Image",
+    "gate.corruptions.catalogue",
+    "gate.corruptions.evidence",
+    "gate.corruptions.suite",
+    "gate.leakage",
+    "gate.heldout.duplicates",
+    "gate.heldout.label_audit",
+    "gate.heldout.selective",
+    "gate.deployment.evidence",
+    "gate.dashboard",
+    "gate.report.html",
+    "gate.report.junit",
+    "gate.report.markdown",
+)
+
+
+def _unused_loaded(modules: list[str]) -> list[str]:
+    """The modules of UNUSED_BY_A_TENSOR_EVAL (or their submodules) among ``modules``."""
+    return sorted(m for m in modules for u in UNUSED_BY_A_TENSOR_EVAL if m == u or m.startswith(f"{u}."))
+
+
+def test_eval_of_a_tensor_set_loads_only_what_it_uses(tmp_path: Path) -> None:
+    spec = write_pets(tmp_path)
+    model = tmp_path / "m.onnx"
+    model.write_bytes(lookup_model(3))
+    argv = ["eval", "--model", model, "--dataset", spec, "--policy", ROOT / "policies" / "default.yaml", "--no-cache"]
+    result, shown = _run_probe(*argv)
+    assert result["code"] == 0 and "PASS" in shown  # the whole evaluation ran
+    assert set(HEAVY) <= set(result["modules"])
+    assert _unused_loaded(result["modules"]) == []
+    assert "gate.report.text" in result["modules"]
+    # the probe sees what a format asks for: the HTML page loads its renderer
+    html, _ = _run_probe(*argv, "--format", "html", "--output", tmp_path / "report.html")
+    assert html["code"] == 0 and "gate.report.html" in _unused_loaded(html["modules"])
+    assert (tmp_path / "report.html").read_text().startswith("<!DOCTYPE html>")
+
+
+def test_eval_of_an_image_folder_loads_pillow(tmp_path: Path) -> None:
+    """The counterpart: images are decoded with Pillow, which the same probe sees."""
+    from PIL import Image
+
+    for c, name in enumerate(PETS):
+        (tmp_path / "set" / name).mkdir(parents=True)
+        for i in range(4):
+            Image.new("RGB", (4, 4), (80 * c, 20 * i, 0)).save(tmp_path / "set" / name / f"{i}.png")
+    model = tmp_path / "m.onnx"
+    weights = np.zeros((48, 3), dtype=np.float32)
+    model.write_bytes(linear_softmax_model(weights, np.zeros(3, np.float32), input_shape=["N", 3, 4, 4]))
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("version: 1\nname: any\nrules:\n  - {id: acc, type: metric, metric: accuracy, min: 0.01}\n")
+    result, _ = _run_probe("eval", "--model", model, "--dataset", tmp_path / "set", "--policy", policy, "--no-cache")
+    assert result["code"] == 0
+    assert _unused_loaded(result["modules"]) == ["PIL.Image"]
+
+
 def test_report_formats_are_the_renderers() -> None:
     assert list(REPORT_FORMATS) == sorted(RENDERERS)
+    for fmt in REPORT_FORMATS:  # one format's renderer, imported alone, is the one RENDERERS lists
+        assert renderer(fmt) is RENDERERS[fmt]
+    with pytest.raises(KeyError):
+        renderer("pdf")
 
 
 def test_token_hash_is_the_servers() -> None:

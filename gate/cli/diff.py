@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -78,6 +77,8 @@ class _Source:
         from gate.diff import outcomes_of_csv, outcomes_of_table
 
         if self.args.server:
+            import tempfile
+
             with (
                 tempfile.TemporaryDirectory(prefix="gate-diff-") as tmp,
                 open_client(self.args, self.args.server, 300) as c,

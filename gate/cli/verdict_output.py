@@ -100,14 +100,14 @@ def write_attestation(path: Path | None, text: str | None, command: str) -> bool
 
 def emit_verdict(verdict: Verdict, args: argparse.Namespace, command: str) -> int:
     """Print (or write) the report; write the report directory and the CI job summary."""
-    from gate.report import RENDERERS
+    from gate.report import renderer  # the renderers asked for alone
 
     try:
         if args.report_dir is not None:
             for fmt, name in REPORT_FILES.items():
-                atomic_write(args.report_dir / name, RENDERERS[fmt](verdict), fsync=True)
+                atomic_write(args.report_dir / name, renderer(fmt)(verdict), fsync=True)
             print(f"reports written to {args.report_dir}", file=sys.stderr)
-        text = RENDERERS[args.format](verdict)
+        text = renderer(args.format)(verdict)
         if args.output is not None:
             atomic_write(args.output, text, fsync=True)
             print(f"verdict {verdict.decision.value} written to {args.output}", file=sys.stderr)
@@ -121,11 +121,11 @@ def emit_verdict(verdict: Verdict, args: argparse.Namespace, command: str) -> in
 
 
 def _append_job_summary(verdict: Verdict, command: str) -> None:
-    from gate.report import render_markdown
-
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if not summary:
         return
+    from gate.report import render_markdown
+
     try:
         with open(summary, "a", encoding="utf-8") as f:
             f.write(render_markdown(verdict) + "\n")

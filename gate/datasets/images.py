@@ -8,13 +8,17 @@ the file by the display name the caller passes (its path relative to the dataset
 from __future__ import annotations
 
 import io
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
-from PIL import Image, ImageOps, UnidentifiedImageError
 
 from gate.datasets.spec import Preprocess
 from gate.errors import DatasetError
+
+# Pillow is imported by the functions that decode: a set of tensors never loads it
+if TYPE_CHECKING:
+    from PIL import Image
 
 #: File extensions (lower case) an ImageFolder class folder may contain.
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
@@ -27,12 +31,8 @@ _ORIENTATION = 0x0112  # the EXIF orientation tag
 #: Orientations that turn the image a quarter turn, swapping width and height.
 _QUARTER_TURNS = frozenset({5, 6, 7, 8})
 
-_RESAMPLING: dict[str, Image.Resampling] = {
-    "bilinear": Image.Resampling.BILINEAR,
-    "bicubic": Image.Resampling.BICUBIC,
-    "nearest": Image.Resampling.NEAREST,
-    "lanczos": Image.Resampling.LANCZOS,
-}
+#: ``preprocess.interpolation`` to the name of its ``PIL.Image.Resampling`` member.
+_RESAMPLING: dict[str, str] = {"bilinear": "BILINEAR", "bicubic": "BICUBIC", "nearest": "NEAREST", "lanczos": "LANCZOS"}
 
 
 def _pair(value: int | tuple[int, int]) -> tuple[int, int]:
@@ -94,6 +94,8 @@ def probe_size(data: bytes, name: str, *, exif_transpose: bool = False) -> tuple
     Raises :class:`DatasetError` naming ``name`` when the bytes are not an image that
     Pillow can identify.
     """
+    from PIL import Image
+
     try:
         with Image.open(io.BytesIO(data)) as im:
             w, h = im.size
@@ -113,6 +115,8 @@ def decode(data: bytes, preprocess: Preprocess, name: str) -> Image.Image:
     documented in ``docs/datasets.md``: 16-bit samples keep their high byte, float
     samples are 0..1 intensities, transparency follows ``preprocess.alpha``.
     """
+    from PIL import Image, ImageOps
+
     try:
         with Image.open(io.BytesIO(data)) as im:
             im.load()
@@ -140,6 +144,8 @@ def _convert(im: Image.Image, preprocess: Preprocess, name: str) -> Image.Image:
 def _from_wide_integers(im: Image.Image, name: str) -> Image.Image:
     """16-bit samples to 8 bits by their high byte (v // 256), the rule Pillow itself
     applies to 16-bit colour PNGs, so 60·257 reads as 60 rather than clipping to 255."""
+    from PIL import Image
+
     values = np.asarray(im)
     low, high = int(values.min()), int(values.max())
     if low < 0 or high > 65535:
@@ -152,6 +158,8 @@ def _from_wide_integers(im: Image.Image, name: str) -> Image.Image:
 
 def _from_floats(im: Image.Image, name: str) -> Image.Image:
     """Floating-point samples, read as intensities in 0..1, to 8 bits (round(v·255))."""
+    from PIL import Image
+
     values = np.asarray(im, dtype=np.float64)
     if not np.isfinite(values).all():
         raise DatasetError(f"image {name} holds NaN or infinite pixel values")
@@ -166,6 +174,8 @@ def _from_floats(im: Image.Image, name: str) -> Image.Image:
 
 def _flatten_alpha(im: Image.Image, preprocess: Preprocess, name: str) -> Image.Image:
     """An image with an alpha channel or a transparent colour, as RGB by ``preprocess.alpha``."""
+    from PIL import Image
+
     rgba = im.convert("RGBA")
     low, _ = rgba.getchannel("A").getextrema()
     if preprocess.alpha == "drop" or low == 255:
@@ -185,11 +195,13 @@ def to_pixels(image: Image.Image, preprocess: Preprocess, name: str) -> npt.NDAr
     This is the compact form the tensor cache stores; :func:`normalise` turns a batch of
     it into model input.
     """
+    from PIL import Image
+
     if preprocess.resize is not None:
         w, h = image.size
         new_h, new_w = resized_size((h, w), preprocess.resize)
         if (new_h, new_w) != (h, w):
-            image = image.resize((new_w, new_h), _RESAMPLING[preprocess.interpolation])
+            image = image.resize((new_w, new_h), Image.Resampling[_RESAMPLING[preprocess.interpolation]])
     if preprocess.crop is not None:
         w, h = image.size
         ch, cw = _check_crop((h, w), preprocess.crop, name)
@@ -250,6 +262,8 @@ def load_tensor(data: bytes, preprocess: Preprocess, name: str) -> npt.NDArray[n
 
 
 def _reason(exc: BaseException) -> str:
+    from PIL import UnidentifiedImageError
+
     if isinstance(exc, UnidentifiedImageError):
         # Its message names the in-memory buffer, which tells the reader nothing.
         return "not an image in a format Pillow can read"

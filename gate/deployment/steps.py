@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from gate.deployment.evidence import DeploymentEvidence, LatencyRun, MemoryUse, ModelDescription, ParityRun
 from gate.engines.base import ModelInput, read_model
 from gate.policy.deployment_rules import (
     LatencyRule,
@@ -31,6 +30,7 @@ from gate.verdict import RuleResult, Status
 
 if TYPE_CHECKING:
     from gate.datasets import Dataset
+    from gate.deployment.evidence import DeploymentEvidence, LatencyRun, MemoryUse, ModelDescription, ParityRun
     from gate.policy import Policy
     from gate.providers import Provider
 
@@ -121,6 +121,7 @@ def measure(
     """What the policy's deployment rules judge; ``runs``: the candidate and the champion."""
     if not any(isinstance(r, _MEASURED) for r in pol.rules):
         return None
+    from gate.deployment.evidence import DeploymentEvidence
     from gate.deployment.memory import measure_memory
     from gate.deployment.parity import compare_providers, compare_reference
     from gate.deployment.timing import LatencyPlan, measure_latency

@@ -14,20 +14,18 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from gate.errors import DatasetError
-from gate.heldout.duplicates import DuplicateAudit, find_duplicates
-from gate.heldout.evidence import DecisionMargin, HeldoutEvidence
-from gate.heldout.label_audit import audit_labels
-from gate.heldout.selective import risk_coverage
-from gate.heldout.thumbnails import add_thumbnails
 from gate.heldout.top_k import names_top_k, top_k_section
 from gate.metrics import GLOBAL_METRICS
 from gate.policy.context import RuleContext
 from gate.policy.heldout_rules import HeldoutDuplicatesRule
 from gate.verdict import Severity
 
+# the audits' own modules (and the perceptual hashes' Pillow) are imported where a rule asks for them
 if TYPE_CHECKING:
     from gate.cache import Caches
     from gate.datasets import Dataset
+    from gate.heldout.duplicates import DuplicateAudit
+    from gate.heldout.evidence import DecisionMargin
     from gate.policy import Policy
     from gate.predictions import PredictionTable
 
@@ -54,9 +52,15 @@ def audit_heldout(
     if names_top_k({str(getattr(rule, "metric", "")) for rule in policy.rules}):
         metrics["top_k"] = top_k_section(table)
     if "selective" in types:
+        from gate.heldout.selective import risk_coverage
+
         metrics["risk_coverage"] = risk_coverage(table.confidence, table.correct)
     if not types & {"label_quality", "heldout_duplicates"}:
         return HeldoutFindings(context, metrics)
+    from gate.heldout.evidence import HeldoutEvidence
+    from gate.heldout.label_audit import audit_labels
+    from gate.heldout.thumbnails import add_thumbnails
+
     radii = sorted({r.max_hamming for r in policy.rules if isinstance(r, HeldoutDuplicatesRule)})
     evidence = HeldoutEvidence(
         sample_ids=tuple(str(s) for s in table.sample_id),
@@ -75,6 +79,7 @@ def audit_heldout(
 def _duplicates(ds: Dataset, table: PredictionTable, radii: list[int], caches: Caches) -> dict[int, DuplicateAudit]:
     if not radii:
         return {}
+    from gate.heldout.duplicates import find_duplicates
     from gate.leakage import HASH_ALGORITHM, HASH_ALGORITHM_VERSION, hash_dataset
 
     algorithm = f"{HASH_ALGORITHM}-{HASH_ALGORITHM_VERSION}"
@@ -96,6 +101,8 @@ def _duplicates(ds: Dataset, table: PredictionTable, radii: list[int], caches: C
 def decision_margins(policy: Policy, context: RuleContext) -> tuple[DecisionMargin, ...]:
     """The distance of each blocking ``metric`` rule's value (a share of samples, range [0, 1]) from
     each of its bounds: the margins a verdict's PASS or FAIL rests on."""
+    from gate.heldout.evidence import DecisionMargin
+
     out = []
     for rule in policy.rules:
         if rule.severity is not Severity.BLOCK:  # a warning decides nothing
