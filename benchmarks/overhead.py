@@ -4,7 +4,8 @@
   3×32×32 (201 MB) against the plain ONNX Runtime script on the same tensors, the two
   interleaved; once with the set's SHA-256 computed (its first evaluation), then with
   it reused by file identity (every later one);
-* the imports of that ``gate eval`` before its first batch (``python -X importtime``);
+* the imports of that ``gate eval`` before its first batch (``python -X importtime``),
+  and the modules the whole run imports that the plain script does not;
 * normalisation on the CPU provider, host against the model's graph
   (:mod:`gate.preprocess_graph`), through the local engine on a warm tensor cache: which
   is faster there decides where the CPU runs it.
@@ -78,6 +79,14 @@ def imports_seconds(env: dict[str, str]) -> float:
     return sum(int(us) for us in top) / 1e6
 
 
+def imported_modules(cmd: list[str], env: dict[str, str]) -> set[str]:
+    """Every module a command imports (``python -X importtime``, every thread)."""
+    proc = subprocess.run(
+        [cmd[0], "-X", "importtime", *cmd[1:]], capture_output=True, text=True, env={**os.environ, **env}, check=False
+    )
+    return set(re.findall(r"^import time:\s+\d+ \|\s+\d+ \| *(\S+)$", proc.stderr, flags=re.MULTILINE))
+
+
 def section_h(rep: Any, work: Path, args: argparse.Namespace) -> None:
     n = 2048 if args.quick else 16384
     model, data, policy = _write_set(work, n)
@@ -116,6 +125,9 @@ def section_h(rep: Any, work: Path, args: argparse.Namespace) -> None:
     imports = min(imports_seconds(env) for _ in range(args.repeat))
     rep.add("h", "imports of that gate eval before its first batch", imports, "s")
     rep.rows[-1].update(target="<= 0.3", ok=imports <= 0.3)
+    extra = imported_modules(gate_cmd, env) - imported_modules(plain_cmd, env)
+    rep.add("h", "modules that gate eval imports and the plain script does not", len(extra), "modules")
+    rep.add("h", "the same, gate's own", sum(m.split(".")[0] == "gate" for m in extra), "modules")
     _normalisation_on_cpu(rep, work, args)
 
 
