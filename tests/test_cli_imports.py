@@ -174,16 +174,8 @@ def test_eval_of_a_tensor_set_loads_only_what_it_uses(tmp_path: Path) -> None:
     spec = write_pets(tmp_path)
     model = tmp_path / "m.onnx"
     model.write_bytes(lookup_model(3))
-    argv: list[str | Path] = [
-        "eval",
-        "--model",
-        model,
-        "--dataset",
-        spec,
-        "--policy",
-        ROOT / "policies" / "default.yaml",
-    ]
-    argv.append("--no-cache")
+    policy = ROOT / "policies" / "default.yaml"
+    argv: list[str | Path] = ["eval", "--model", model, "--dataset", spec, "--policy", policy, "--no-cache"]
     result, shown = _run_probe(*argv)
     assert result["code"] == 0 and "PASS" in shown  # the whole evaluation ran
     assert set(HEAVY) <= set(result["modules"])
