@@ -7,6 +7,7 @@ the package spells out to stay light equal the ones they stand in for."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -18,7 +19,7 @@ import numpy as np
 import pytest
 
 from gate.attest import load_signing_key, public_key_pem
-from gate.cli import main
+from gate.cli import GROUP_OF_COMMAND, build_parser, command_named, main
 from gate.cli.auth import token_sha256
 from gate.cli.verdict_output import REPORT_FORMATS
 from gate.report import RENDERERS, renderer
@@ -203,6 +204,40 @@ def test_eval_of_an_image_folder_loads_pillow(tmp_path: Path) -> None:
     result, _ = _run_probe("eval", "--model", model, "--dataset", tmp_path / "set", "--policy", policy, "--no-cache")
     assert result["code"] == 0
     assert _unused_loaded(result["modules"]) == ["PIL.Image"]
+
+
+def _commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    (sub,) = (a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    commands: dict[str, argparse.ArgumentParser] = sub.choices
+    return commands
+
+
+def test_a_command_builds_its_own_group_alone_and_parses_as_the_whole_parser() -> None:
+    whole = _commands(build_parser())
+    assert set(GROUP_OF_COMMAND) == set(whole)
+    for command, group in GROUP_OF_COMMAND.items():
+        alone = _commands(build_parser(command=command))
+        assert list(alone) == [c for c, g in GROUP_OF_COMMAND.items() if g is group]
+        assert alone[command].format_help() == whole[command].format_help()
+    # no command, or one gate does not know: every group, so the messages list them all
+    assert list(_commands(build_parser(command="evl"))) == list(whole)
+    assert list(_commands(build_parser())) == list(whole)
+
+
+def test_the_command_is_the_first_argument_that_is_not_an_option() -> None:
+    assert command_named(["-v", "eval", "--model", "m.onnx"]) == "eval"
+    assert command_named(["--verbose", "-v", "policy", "validate"]) == "policy"
+    assert command_named(["--help"]) is None
+    assert command_named(["--", "eval"]) is None
+    assert command_named([]) is None
+
+
+def test_a_mistyped_command_lists_every_command() -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "gate", "evl"], capture_output=True, text=True, cwd=ROOT, timeout=120, check=False
+    )
+    assert run.returncode == 2 and "invalid choice: 'evl'" in run.stderr
+    assert all(f"'{c}'" in run.stderr for c in GROUP_OF_COMMAND)
 
 
 def test_report_formats_are_the_renderers() -> None:
