@@ -267,6 +267,51 @@ def test_the_suspects_file_must_be_csv(tmp_path: Path, capsys: pytest.CaptureFix
     assert "label issues file" in stderr and "use a .csv file name" in stderr
 
 
+@pytest.mark.parametrize("option", ["--predictions-out", "--output"])
+def test_the_suspects_file_may_not_replace_another_output(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], option: str
+) -> None:
+    """Written last, the suspects would silently replace the predictions table or the report."""
+    out = tmp_path / "out.csv"
+    case = _noisy_set(3, n=200)
+    data = _write_set(tmp_path, "noisy", case["given"], CLASSES)
+    model = _model(tmp_path, "m", case["logits"])
+    argv = ["eval", "--model", str(model), "--dataset", str(data), "--policy", str(_policy(tmp_path))]
+    code = main([*argv, "--provider", "cpu", "--no-cache", option, str(out), "--label-issues-out", str(out)])
+    stdout, stderr = capsys.readouterr()
+    assert code == 2 and stdout == "" and not out.exists()
+    assert f"label issues file {out}: {option} names the same file; give each its own" in stderr
+
+
+def test_the_suspects_file_may_not_be_another_output_under_another_name(tmp_path: Path) -> None:
+    from gate.errors import RequestError
+    from gate.heldout.issues_file import check_issues_path
+
+    table = tmp_path / "table.csv"
+    table.write_text("")
+    (tmp_path / "hard.csv").hardlink_to(table)
+    (tmp_path / "soft.csv").symlink_to(table)
+    for name in ("hard.csv", "soft.csv", "./table.csv"):
+        with pytest.raises(RequestError, match="--predictions-out names the same file"):
+            check_issues_path(tmp_path / name, others={"--predictions-out": table})
+    assert check_issues_path(tmp_path / "own.csv", others={"--predictions-out": table, "--output": None})
+
+
+def test_gate_check_refuses_a_suspects_file_that_is_its_predictions_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Refused before any connection: the server is never asked (none listens here)."""
+    out = tmp_path / "out.csv"
+    model = _model(tmp_path, "m", _noisy_set(3, n=20)["logits"])
+    argv = ["check", "--server", "127.0.0.1:9", "--model", str(model), "--dataset", "noisy", "--format", "json"]
+    code = main(
+        [*argv, "--policy-file", str(_policy(tmp_path)), "--predictions-out", str(out), "--label-issues-out", str(out)]
+    )
+    v = json.loads(capsys.readouterr().out)
+    assert code == 2 and v["verdict"] == "ERROR" and not out.exists()
+    assert "--predictions-out names the same file" in v["error"]["message"]
+
+
 def test_gate_check_writes_the_suspects_file_from_the_verdict(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], serve: Any
 ) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from gate.cli.connection import add_client_options, open_client
-from gate.cli.eval import add_evidence_options, add_label_issues_option
+from gate.cli.eval import add_evidence_options, add_label_issues_option, check_label_issues_out
 from gate.cli.exit_codes import EXIT_ERROR
 from gate.cli.verdict_output import Progress, add_format_options, add_report_options, deliver_verdict
 from gate.errors import GateError, RequestError
@@ -151,10 +151,7 @@ def _evaluate_remotely(args: argparse.Namespace, progress: Progress) -> tuple[Ve
         from gate.predictions import check_predictions_path
 
         check_predictions_path(args.predictions_out)
-    if args.label_issues_out is not None:
-        from gate.heldout.issues_file import check_issues_path
-
-        check_issues_path(args.label_issues_out)
+    check_label_issues_out(args)
     local_policy = policy_file(args)
     labels = parse_labels(args.label)
     references = {name: (path, path.read_bytes()) for name, path in parse_references(args.reference).items()}

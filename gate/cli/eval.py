@@ -101,6 +101,21 @@ def add_label_issues_option(p: argparse.ArgumentParser) -> None:
     )
 
 
+def check_label_issues_out(args: argparse.Namespace) -> None:
+    """Refuse, before any work, a ``--label-issues-out`` that is not a .csv file or that
+    names the file another output of the command goes to (a RequestError)."""
+    if args.label_issues_out is None:
+        return
+    from gate.heldout.issues_file import check_issues_path
+
+    others = {f"--{name.replace('_', '-')}": getattr(args, name, None) for name in _OTHER_OUTPUTS}
+    check_issues_path(args.label_issues_out, others=others)
+
+
+#: The options of `gate eval` and `gate check` that write a file besides the suspects file.
+_OTHER_OUTPUTS = ("output", "predictions_out", "attestation_out")
+
+
 def _signing_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--signing-key",
@@ -174,12 +189,11 @@ def _loaded_or_path(loading: _DatasetLoad, path: str) -> Dataset | str:
 
 def run(args: argparse.Namespace) -> int:
     from gate.errors import RequestError  # both light: the dataset's load below starts before the heavy imports
-    from gate.heldout.issues_file import check_issues_path, deliver_label_issues
+    from gate.heldout.issues_file import deliver_label_issues
 
     try:
         key = _signing_key(args)
-        if args.label_issues_out is not None:
-            check_issues_path(args.label_issues_out)
+        check_label_issues_out(args)
     except _SigningKeyError as e:
         print(f"gate eval: {e}", file=sys.stderr)
         return EXIT_ERROR

@@ -12,6 +12,7 @@ import csv
 import io
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +23,28 @@ from gate.verdict import Decision, Verdict
 COLUMNS = ("sample_id", "given_label", "suggested_label", "confidence", "given_label_probability")
 
 
-def check_issues_path(path: str | os.PathLike[str]) -> Path:
-    """``path`` if it names a .csv file, else a RequestError naming it."""
+def check_issues_path(path: str | os.PathLike[str], *, others: Mapping[str, Path | None] | None = None) -> Path:
+    """``path`` if it names a .csv file that none of the command's ``others`` outputs (option
+    -> file) names too, else a RequestError naming it: written last, the suspects would
+    replace the predictions table or the report written there."""
     target = Path(path)
     if target.suffix.lower() != ".csv":
         raise RequestError(f"label issues file {target}: use a .csv file name (got '{target.suffix or 'no suffix'}')")
+    for option, other in (others or {}).items():
+        if other is not None and _same_file(target, other):
+            raise RequestError(f"label issues file {target}: {option} names the same file; give each its own")
     return target
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one file: the same path once links are followed, or (both
+    existing) one file under two names, as a hard link gives."""
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist yet
+        return False
 
 
 def label_issues_of(audit: dict[str, Any] | None) -> dict[str, Any] | None:
