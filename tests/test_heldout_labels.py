@@ -199,6 +199,7 @@ def test_min_support_counts_what_is_left_once_suspects_are_set_aside() -> None:
     from gate.predictions import build_table, ranked
 
     classes, scores, given = ranked(case["logits"], 4, case["given"])
+    assert given is not None  # labels were given
     table = build_table(
         classes=CLASSES,
         sample_ids=[f"s{i}" for i in range(400)],
@@ -222,6 +223,7 @@ def test_dense_and_sparse_views_agree_when_every_class_is_ranked() -> None:
     from gate.predictions import ranked
 
     classes, scores, given = ranked(case["logits"], 4, case["given"])
+    assert given is not None  # labels were given
     sparse = SparseProbabilities(case["given"], given.astype(np.float64), classes, scores.astype(np.float64), 4)
     assert np.array_equal(dense.mask, find_label_suspects(sparse).mask)
 
