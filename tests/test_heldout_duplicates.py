@@ -179,3 +179,20 @@ def test_groups_are_chains_of_near_copies_and_match_brute_force() -> None:
 def test_a_radius_outside_the_hash_is_refused() -> None:
     with pytest.raises(ValueError, match="max_hamming must be an integer from 0 to 64"):
         find_duplicates(np.zeros(2, dtype=np.uint64), [0, 1], 65)
+
+
+def test_groups_are_the_same_when_the_pairs_are_folded_in_many_small_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pairs are folded into the components a block's worth at a time (memory stays
+    bounded on thousands of near-identical frames): tiny blocks, many folds, same groups."""
+    from gate.heldout import duplicates
+
+    rng = np.random.default_rng(5)
+    base = rng.integers(0, 2**63, 12, dtype=np.uint64)
+    flips = np.left_shift(np.uint64(1), rng.integers(0, 64, (600, 2)).astype(np.uint64))
+    hashes = base[rng.integers(0, 12, 600)] ^ flips[:, 0] ^ flips[:, 1]  # 12 clusters of near copies
+    labels = rng.integers(0, 3, 600)
+    whole = find_duplicates(hashes, labels, 4)
+    first, _ = near_pairs(np.unique(hashes), 4)
+    assert len(first) > 1_000  # enough pairs for many folds below
+    monkeypatch.setattr(duplicates, "_BLOCK", 64)
+    assert find_duplicates(hashes, labels, 4) == whole and whole.groups

@@ -10,12 +10,14 @@ metric.
 
 The search compares every pair of distinct hash values, in blocks sized for the cache:
 about a second for 20,000 distinct hashes on one core, quadratic beyond (identical hashes,
-exact copies, are merged first and cost nothing).
+exact copies, are merged first and cost nothing). The pairs found are folded into the
+groups as they pile up, so memory stays bounded (about 600 MiB at most) even when every
+image is a near copy of every other, where the pairs alone would need gigabytes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,22 +80,52 @@ class DuplicateAudit:
         }
 
 
-def near_pairs(hashes: npt.NDArray[np.uint64], max_hamming: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-    """Index pairs (i < j) of ``hashes`` within ``max_hamming`` bits of each other."""
+def _pair_blocks(
+    hashes: npt.NDArray[np.uint64], max_hamming: int
+) -> Iterator[tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]]:
+    """The index pairs (i < j) of ``hashes`` within ``max_hamming`` bits, a block of rows
+    at a time (each row against the hashes from its block on: every pair once)."""
     n = len(hashes)
     rows = max(1, _BLOCK // max(n, 1))
-    firsts, seconds = [], []
     for start in range(0, n, rows):
         block = hashes[start : start + rows]
-        near = _popcount(block[:, None] ^ hashes[None, :]) <= max_hamming
-        i, j = np.nonzero(near)
-        i += start
+        i, j = np.nonzero(_popcount(block[:, None] ^ hashes[None, start:]) <= max_hamming)
         keep = i < j
-        firsts.append(i[keep])
-        seconds.append(j[keep])
-    if not firsts:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    return np.concatenate(firsts).astype(np.int64), np.concatenate(seconds).astype(np.int64)
+        yield (i[keep] + start).astype(np.int64), (j[keep] + start).astype(np.int64)
+
+
+def near_pairs(hashes: npt.NDArray[np.uint64], max_hamming: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Index pairs (i < j) of ``hashes`` within ``max_hamming`` bits of each other."""
+    blocks = list(_pair_blocks(hashes, max_hamming))
+    empty = np.zeros(0, dtype=np.int64)
+    return np.concatenate([empty, *(f for f, _ in blocks)]), np.concatenate([empty, *(s for _, s in blocks)])
+
+
+def near_components(hashes: npt.NDArray[np.uint64], max_hamming: int) -> npt.NDArray[np.int64]:
+    """The connected component of each of ``hashes`` (its smallest member) under "within
+    ``max_hamming`` bits". The pairs are folded into the components whenever a block's
+    worth has piled up, so memory stays bounded however many pairs a set has (thousands
+    of near-identical frames give millions)."""
+    comp = np.arange(len(hashes), dtype=np.int64)
+    firsts: list[npt.NDArray[np.int64]] = []
+    seconds: list[npt.NDArray[np.int64]] = []
+    for first, second in _pair_blocks(hashes, max_hamming):
+        firsts.append(first)
+        seconds.append(second)
+        if sum(len(f) for f in firsts) >= _BLOCK:
+            comp, firsts, seconds = _fold(comp, firsts, seconds), [], []
+    return _fold(comp, firsts, seconds)
+
+
+def _fold(
+    comp: npt.NDArray[np.int64], firsts: list[npt.NDArray[np.int64]], seconds: list[npt.NDArray[np.int64]]
+) -> npt.NDArray[np.int64]:
+    """The components of the pairs so far (``comp``, each node joined to its component's
+    smallest member, one edge per node that has one) and of the new pairs."""
+    merged = np.flatnonzero(comp != np.arange(len(comp)))
+    first = np.concatenate([merged, *firsts])
+    second = np.concatenate([comp[merged], *seconds])
+    return components(len(comp), first, second)
 
 
 def components(n: int, first: npt.NDArray[np.int64], second: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
@@ -117,7 +149,7 @@ def find_duplicates(hashes: npt.ArrayLike, labels: npt.ArrayLike, max_hamming: i
     h = np.asarray(hashes, dtype=np.uint64)
     y = np.asarray(labels, dtype=np.int64)
     distinct, inverse = np.unique(h, return_inverse=True)
-    comp = components(len(distinct), *near_pairs(distinct, max_hamming))[inverse.reshape(-1)]
+    comp = near_components(distinct, max_hamming)[inverse.reshape(-1)]
     order = np.argsort(comp, kind="stable")
     starts = np.flatnonzero(np.r_[True, comp[order][1:] != comp[order][:-1]])
     groups = []
