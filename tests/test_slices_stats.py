@@ -12,7 +12,7 @@ from gate.datasets.metadata import MISSING
 from gate.errors import PolicyError
 from gate.policy import parse_policy
 from gate.policy.context import RuleContext
-from gate.policy.slice_rules import PerSliceRule
+from gate.policy.slice_rules import PerSliceRule, SliceGapRule
 from gate.predictions import PredictionTable, build_table
 from gate.slices import adjust_pvalues, below_floor_pvalue, bin_labels, slice_table, slices_section
 from gate.stats import wilson_interval
@@ -239,3 +239,18 @@ def test_a_crossing_of_four_id_columns_keeps_each_samples_values() -> None:
     assert all(len(set(values)) == 1 for values in st.values)
     assert st.samples.tolist() == [1] * n
 
+
+def test_slice_gap_per_class_with_a_comma_in_a_class_name() -> None:
+    table = _table(["cat, big", "dog"], [0, 1, 0, 1, 0, 1, 0, 1], [0, 1, 1, 1, 0, 0, 0, 1], camera=list("aabbaabb"))
+    rule = SliceGapRule(id="g", slice=["camera"], metric="recall", max_gap=0.1)
+    result = rule.check(RuleContext(table.metrics(), table=table))
+    assert result.status is Status.FAIL
+    assert [c.name for c in result.classes] == ["cat, big", "dog"]
+    assert result.message.startswith("cat, big: recall 0.500 at camera=b (1/2) vs 1.000 at camera=a (2/2)")
+
+
+def test_per_slice_over_no_samples_is_not_a_pass() -> None:
+    table = _table(["a", "b"], [], [], slice=[])
+    result = _rule().judge(slice_table(table, ["slice"]), table)
+    assert result.status is Status.INCONCLUSIVE
+    assert result.message == "not enough evidence: no slice of ['slice'] has samples"
