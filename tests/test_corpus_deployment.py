@@ -129,6 +129,14 @@ CASES = [
         "a symbolic dimension needs a name (such as N), not an empty string",
     ),
     Case(
+        "deploy-parity-reference-is-candidate",
+        "{id: p, type: provider_parity, reference: model.onnx, max_disagreement: 0}",
+        2,
+        "ERROR",
+        "RequestError",
+        "reference model model.onnx is the candidate itself (the same SHA-256,",
+    ),
+    Case(
         "deploy-memory-no-bound",
         "{id: m, type: memory, batch: 1}",
         2,
@@ -207,6 +215,15 @@ SERVICE_CASES = [
         "ERROR",
         "ServiceError",
         "rule 'fp16' (provider_parity) needs its reference model 'model-fp32.onnx'",
+    ),
+    ServiceCase(
+        "deploy-service-reference-is-candidate",
+        "model-fp32.onnx",
+        lookup_model(3),
+        2,
+        "ERROR",
+        "RequestError",
+        "reference model model-fp32.onnx is the candidate itself (the same SHA-256,",
     ),
     ServiceCase(
         "deploy-service-reference-option-empty-name",
