@@ -189,7 +189,9 @@ class RobustnessRule(Rule):
                 v, f = fmt_vs(seen, self.min)
                 bound = "" if lower is None else f"{self.confidence:.0%} lower bound {v} "
                 broken.append(f"{bound}{'<' if higher else '>'} {f}" if bound else f"{'<' if higher else '>'} {f}")
-        if self.max_drop is not None and clean is not None:
+        if self.max_drop is not None and clean is None:
+            broken.append("drop undefined")  # no clean value to measure it from: never a pass
+        elif self.max_drop is not None and clean is not None:
             drop = clean - value if higher else value - clean
             if not at_most(drop, self.max_drop):
                 d, m = fmt_vs(drop, self.max_drop)
