@@ -207,3 +207,6 @@ def test_a_drop_from_an_undefined_clean_value_fails(grey: Path, tmp_path: Path) 
     assert (
         verdict.rules[0].message == "gaussian_noise@3, lighter: precision 0.000 (0/11) drop undefined (clean undefined)"
     )
+    # the pictures of the failing cell are images wrongly answered as the class
+    examples = verdict.rules[0].details["cells"]["gaussian_noise"]["3"]["examples"]
+    assert len(examples) == 3 and all(sid.startswith("light/") for sid in examples), examples

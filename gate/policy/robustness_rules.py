@@ -313,10 +313,11 @@ EXAMPLES = 3
 
 
 def _examples(table: PredictionTable, failing: list[str]) -> list[str]:
-    """The first few samples of the failing classes (of any class for a global metric)
-    that the model gets wrong in this cell."""
+    """The first few samples the model gets wrong in this cell that belong to a failing
+    class or were answered as one (a precision fails on the latter), of any class for a
+    global metric."""
     wrong = ~table.correct
     if failing and set(failing) <= set(table.classes):
         wanted = [table.classes.index(name) for name in failing]
-        wrong &= np.isin(table.label, wanted)
+        wrong &= np.isin(table.label, wanted) | np.isin(table.predicted, wanted)
     return [str(sid) for sid in table.sample_id[wrong][:EXAMPLES]]
