@@ -8,8 +8,9 @@ is ever read; other versions, and files from before caches were versioned, are s
 ``prune`` removes them, and with ``older_than`` also the current entries not used for
 that long (an entry's modification time is the last time it was written or served).
 
-Pruning never follows a symbolic link (a link is removed as a link), never touches a
-directory that is not one of the caches, and leaves temporary files younger than an hour
+Pruning never follows a symbolic link (a link is removed as a link; a cache directory that
+is itself a link is skipped, named in the report, since its entries live elsewhere), never
+touches a directory that is not one of the caches, and leaves temporary files younger than an hour
 alone, since a running evaluation may be about to rename one into place. Removing an
 entry a running server is reading is safe: the reader keeps its open file, and the next
 evaluation rebuilds the entry.
@@ -89,6 +90,7 @@ class PruneReport:
     removed_versions: list[str] = field(default_factory=list)  # "cache/tag" of the stale versions dropped
     kept_entries: int = 0
     kept_bytes: int = 0
+    skipped_links: list[str] = field(default_factory=list)  # caches whose directory is a link: not entered
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -97,6 +99,11 @@ class PruneReport:
 def _check_root(root: Path) -> None:
     if not root.is_dir():
         raise RequestError(f"no cache directory at {root}")
+
+
+def _linked(directory: Path) -> bool:
+    """Whether a cache's directory is a symbolic link (its entries are elsewhere: never entered)."""
+    return directory.is_symlink()
 
 
 def _entries(directory: Path) -> list[os.DirEntry[str]]:
@@ -165,6 +172,9 @@ def prune(
     current = current_versions()
     report = PruneReport()
     for cache in CACHES:
+        if _linked(root / cache):
+            report.skipped_links.append(cache)
+            continue
         for entry in _entries(root / cache):
             if entry.is_dir(follow_symlinks=False) and entry.name == current[cache].tag:
                 _prune_current(Path(entry.path), older_than, clock, dry_run, report)
