@@ -111,14 +111,15 @@ class SliceTable:
         return out
 
 
-def column_names(table: PredictionTable) -> str:
-    names = list(table.metadata)
+def column_names(columns: Mapping[str, Any]) -> str:
+    """How messages list a set's metadata columns."""
+    names = list(columns)
     return ", ".join(names) if names else "none (the set has no metadata)"
 
 
 def _column(table: PredictionTable, name: str) -> npt.NDArray[np.str_]:
     if name not in table.metadata:
-        raise SliceError(f"metadata column '{name}' does not exist; the set's columns: {column_names(table)}")
+        raise SliceError(f"metadata column '{name}' does not exist; the set's columns: {column_names(table.metadata)}")
     return table.metadata[name]
 
 
@@ -151,16 +152,18 @@ def slice_table(
 ) -> SliceTable:
     """Counts per slice of ``columns`` (one column, or the crossing of several), every
     combination that occurs in the set being a slice. SliceError for an unknown column."""
-    codes = np.zeros(len(table), dtype=np.int64)
     levels: list[npt.NDArray[np.str_]] = []
-    for name in columns:
+    codes = np.zeros((len(table), len(columns)), dtype=np.int64)
+    for c, name in enumerate(columns):
         values = _column(table, name)
         if bins and name in bins:
             values = bin_labels(values, bins[name], name)
         uniq, inverse = np.unique(values, return_inverse=True)
-        codes = codes * len(uniq) + inverse.reshape(-1)
+        codes[:, c] = inverse.reshape(-1)
         levels.append(uniq)
-    present, slice_of = np.unique(codes, return_inverse=True)
+    # unique rows of value indices, not one mixed-radix number: the product of four
+    # columns' value counts can pass 2**63 (a per-sample id has as many values as samples)
+    present, slice_of = np.unique(codes, axis=0, return_inverse=True)
     slice_of = slice_of.reshape(-1)
     k = len(table.classes)
     v = len(present)
@@ -170,20 +173,12 @@ def slice_table(
     hits = np.bincount(cell[table.correct], minlength=v * k).reshape(v, k)
     return SliceTable(
         columns=tuple(columns),
-        values=tuple(_decode(int(code), levels) for code in present),
+        values=tuple(tuple(str(level[i]) for level, i in zip(levels, row, strict=True)) for row in present.tolist()),
         classes=table.classes,
         support=support.astype(np.int64),
         predicted=predicted.astype(np.int64),
         tp=hits.astype(np.int64),
     )
-
-
-def _decode(code: int, levels: list[npt.NDArray[np.str_]]) -> tuple[str, ...]:
-    out = []
-    for uniq in reversed(levels):
-        code, index = divmod(code, len(uniq))
-        out.append(str(uniq[index]))
-    return tuple(reversed(out))
 
 
 # -- statistics ------------------------------------------------------------------------

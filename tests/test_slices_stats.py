@@ -12,7 +12,7 @@ from gate.datasets.metadata import MISSING
 from gate.errors import PolicyError
 from gate.policy import parse_policy
 from gate.policy.context import RuleContext
-from gate.policy.slice_rules import PerSliceRule
+from gate.policy.slice_rules import PerSliceRule, SliceGapRule
 from gate.predictions import PredictionTable, build_table
 from gate.slices import adjust_pvalues, below_floor_pvalue, bin_labels, slice_table, slices_section
 from gate.stats import wilson_interval
@@ -212,3 +212,45 @@ def test_a_column_of_many_values_is_counted_not_tabled() -> None:
     assert section["columns"]["id"] == {"values_total": 500, "listed": False}
     assert section["columns"]["site"]["x"]["support"] == 500
     assert [w["slice"] for w in section["weakest"]] == ["site=x"]
+
+
+def _table(classes: list[str], labels: list[int], predicted: list[int], **metadata: list[str]) -> PredictionTable:
+    n = len(labels)
+    return build_table(
+        classes=classes,
+        sample_ids=[f"x[{i}]" for i in range(n)],
+        labels=np.asarray(labels, dtype=np.int64),
+        predicted=np.asarray(predicted, dtype=np.int64),
+        confidence=np.ones(n, np.float32),
+        top_class=np.asarray(predicted, dtype=np.int64).reshape(n, 1),
+        top_score=np.ones((n, 1), np.float32),
+        metadata={name: np.asarray(values, dtype=np.str_) for name, values in metadata.items()},
+    )
+
+
+def test_a_crossing_of_four_id_columns_keeps_each_samples_values() -> None:
+    # 60,000 values in each of four columns: 60,000**4 passes 2**63, so a slice named by one
+    # number mixed from the four would wrap and pair values of different samples
+    n = 60_000
+    ids = [str(i) for i in range(n)]
+    table = _table(["a", "b"], [i % 2 for i in range(n)], [0] * n, a=ids, b=ids, c=ids, d=ids)
+    st = slice_table(table, ["a", "b", "c", "d"])
+    assert len(st) == n
+    assert all(len(set(values)) == 1 for values in st.values)
+    assert st.samples.tolist() == [1] * n
+
+
+def test_slice_gap_per_class_with_a_comma_in_a_class_name() -> None:
+    table = _table(["cat, big", "dog"], [0, 1, 0, 1, 0, 1, 0, 1], [0, 1, 1, 1, 0, 0, 0, 1], camera=list("aabbaabb"))
+    rule = SliceGapRule(id="g", slice=["camera"], metric="recall", max_gap=0.1)
+    result = rule.check(RuleContext(table.metrics(), table=table))
+    assert result.status is Status.FAIL
+    assert [c.name for c in result.classes] == ["cat, big", "dog"]
+    assert result.message.startswith("cat, big: recall 0.500 at camera=b (1/2) vs 1.000 at camera=a (2/2)")
+
+
+def test_per_slice_over_no_samples_is_not_a_pass() -> None:
+    table = _table(["a", "b"], [], [], slice=[])
+    result = _rule().judge(slice_table(table, ["slice"]), table)
+    assert result.status is Status.INCONCLUSIVE
+    assert result.message == "not enough evidence: no slice of ['slice'] has samples"

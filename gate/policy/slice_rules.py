@@ -34,6 +34,7 @@ from gate.slices import (
     below_floor_pvalue,
     bin_labels,
     cell_confidence,
+    column_names,
     slice_table,
     slices_section,
 )
@@ -107,6 +108,8 @@ class Cell:
     num: int
     den: int
     support: int  # samples of the class in the slice (or of the slice)
+    where: str  # the slice alone: "camera=b"
+    class_name: str = ""  # the class, for a per-class metric (a name may hold ", ")
 
     def counts(self, metric: str) -> str:
         if metric in ("balanced_accuracy", "macro_f1"):
@@ -124,15 +127,16 @@ def cells(st: SliceTable, metric: str) -> list[Cell]:
             for k, name in enumerate(st.classes):
                 if st.support[v, k] > 0:
                     value = None if den[v, k] == 0 else float(values[v, k])
-                    out.append(
-                        Cell(f"{st.label(v)}, {name}", value, int(num[v, k]), int(den[v, k]), int(st.support[v, k]))
-                    )
+                    where = st.label(v)
+                    counts = int(num[v, k]), int(den[v, k]), int(st.support[v, k])
+                    out.append(Cell(f"{where}, {name}", value, *counts, where=where, class_name=name))
         return out
     values = st.slice_values(metric)
     hits, samples = st.tp.sum(axis=1), st.samples
     for v in range(len(st)):
         if samples[v] > 0:
-            out.append(Cell(st.label(v), float(values[v]), int(hits[v]), int(samples[v]), int(samples[v])))
+            n = int(samples[v])
+            out.append(Cell(st.label(v), float(values[v]), int(hits[v]), n, n, where=st.label(v)))
     return out
 
 
@@ -188,8 +192,8 @@ class PerSliceRule(SliceRule):
         unsure = [c.message for c in checks if c.status is Status.INCONCLUSIVE]
         if failed:
             return self.result(Status.FAIL, _listed(failed), threshold=threshold, classes=checks, details=details)
-        if unsure:
-            text = _listed(unsure)
+        if unsure or not checks:  # no cell at all is no evidence, never a pass
+            text = _listed(unsure) if unsure else f"not enough evidence: no slice of {self.slice} has samples"
             return self.result(Status.INCONCLUSIVE, text, threshold=threshold, classes=checks, details=details)
         return self.result(Status.PASS, self._passed(checks), threshold=threshold, classes=checks, details=details)
 
@@ -198,8 +202,6 @@ class PerSliceRule(SliceRule):
         return ClassCheck(c.name, Status.INCONCLUSIVE, c.value, self.min, c.num, c.den, text)
 
     def _passed(self, checks: list[ClassCheck]) -> str:
-        if not checks:
-            return "no slice has samples"
         lowest = min(checks, key=lambda c: c.observed if c.observed is not None else 0.0)
         return f"all {len(checks)} cells of {self.slice} meet the {self.metric} floor; lowest: {lowest.message}"
 
@@ -280,7 +282,7 @@ class SliceGapRule(SliceRule):
         ok = at_most(gap, self.max_gap)
         g, t = fmt_vs(gap, self.max_gap)
         text = (
-            f"{head}{self.metric} {fmt(worst.value)} at {_slice_of(worst, name)} ({worst.counts(self.metric)})"
+            f"{head}{self.metric} {fmt(worst.value)} at {worst.where} ({worst.counts(self.metric)})"
             f" vs {fmt(reference)} {where}: gap {g} {'<=' if ok else '>'} {t}"
         )
         return ClassCheck(name or self.metric, Status.PASS if ok else Status.FAIL, gap, self.max_gap, message=text)
@@ -288,7 +290,7 @@ class SliceGapRule(SliceRule):
     def _reference(self, name: str, usable: list[Cell], table: PredictionTable) -> tuple[float, str]:
         if self.against == "best":
             best = max(usable, key=lambda c: c.value or 0.0)
-            return best.value or 0.0, f"at {_slice_of(best, name)} ({best.counts(self.metric)})"
+            return best.value or 0.0, f"at {best.where} ({best.counts(self.metric)})"
         metrics = table.metrics()
         if name:
             m = metrics.class_metrics(name)
@@ -300,12 +302,8 @@ class SliceGapRule(SliceRule):
 def _by_class(found: list[Cell], st: SliceTable) -> dict[str, list[Cell]]:
     groups: dict[str, list[Cell]] = {name: [] for name in st.classes}
     for c in found:
-        groups[c.name.rsplit(", ", 1)[1]].append(c)
+        groups[c.class_name].append(c)
     return {name: group for name, group in groups.items() if group}
-
-
-def _slice_of(c: Cell, class_name: str) -> str:
-    return c.name.removesuffix(f", {class_name}") if class_name else c.name
 
 
 def slice_columns(rules: Sequence[Rule]) -> list[str]:
@@ -329,7 +327,7 @@ def verdict_slices(table: PredictionTable, rules: Sequence[Rule]) -> dict[str, A
 def slice_problems(rules: Sequence[Rule], columns: Mapping[str, npt.NDArray[np.str_]]) -> list[str]:
     """A problem per slice rule that names a column the set lacks or bins a value that is
     not a number: checked on the dataset's metadata before any inference."""
-    have = ", ".join(columns) if columns else "none (the set has no metadata)"
+    have = column_names(columns)
     out = []
     for rule in (r for r in rules if isinstance(r, SliceRule)):
         head = f"rule '{rule.id}' ({rule.type})"
