@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from gate.cli import main
 from tests.test_corpus import Inputs, baseline
 from tests.test_corpus_policy import PolicyCase, _gate_eval
 
@@ -140,6 +141,28 @@ def test_gate_eval_answers_each_held_out_attack_exactly(
     assert case.message in said
 
 
+#: ``--label-issues-out`` naming the file another output of ``gate eval`` writes: refused
+#: before any work (exit 2, no verdict), not written over that output at the end.
+OUTPUT_CLASHES = {
+    "heldout-label-issues-out-is-the-predictions-file": "--predictions-out",
+    "heldout-label-issues-out-is-the-report-file": "--output",
+}
+
+
+@pytest.mark.parametrize("case_id", list(OUTPUT_CLASHES))
+def test_gate_eval_refuses_a_suspects_file_another_output_names(
+    case_id: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inputs = _policy("{id: labels, type: label_quality, max_rate: 0.02}")(baseline(tmp_path))
+    option, out = OUTPUT_CLASHES[case_id], tmp_path / "out.csv"
+    argv = ["eval", "--provider", "cpu", "--model", str(inputs.model), "--dataset", str(inputs.dataset)]
+    code = main([*argv, "--policy", str(inputs.policy), option, str(out), "--label-issues-out", str(out)])
+    said = capsys.readouterr()
+    assert (code, said.out, out.exists()) == (2, "", False)
+    assert f"gate eval: label issues file {out}: {option} names the same file; give each its own" in said.err
+
+
 def doc_expectations() -> dict[str, tuple[str, ...]]:
     """Each case of this module: the fragments its row in the doc must hold."""
-    return {c.id: tuple(x for x in (f"{c.code} {c.verdict}", c.error) if x) for c in CASES}
+    found = {c.id: tuple(x for x in (f"{c.code} {c.verdict}", c.error) if x) for c in CASES}
+    return found | {case_id: ("exit 2, no verdict", option) for case_id, option in OUTPUT_CLASHES.items()}
