@@ -3,6 +3,7 @@ where it does not), and a half-precision candidate against its FP32 source, on t
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -97,3 +98,27 @@ def test_an_inline_policy_does_not_read_reference_files(tmp_path: Path) -> None:
     verdict = evaluate(candidate, write_pets(tmp_path), parse_policy(text.read_text()))
     assert verdict.decision is Decision.ERROR and verdict.error is not None
     assert "needs its reference model 'model-fp32.onnx'" in verdict.error["message"]
+
+
+def test_the_verdict_records_the_sha256_of_the_reference_it_compared_with(tmp_path: Path) -> None:
+    candidate, _ = _fp16_pair(tmp_path)
+    rule = "{id: fp16, type: provider_parity, reference: model-fp32.onnx, max_disagreement: 0}"
+    verdict = evaluate(candidate, write_pets(tmp_path), _policy(tmp_path, rule), provider="cpu")
+    run = verdict.metrics["parity"]["fp16"] if verdict.metrics else {}
+    assert run["reference_sha256"] == hashlib.sha256((tmp_path / "model-fp32.onnx").read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("how", ["copy", "symlink"])
+def test_a_reference_with_the_candidates_own_bytes_is_an_error(tmp_path: Path, how: str) -> None:
+    candidate, _ = _fp16_pair(tmp_path)
+    reference = tmp_path / "model-fp32.onnx"
+    reference.unlink()
+    if how == "copy":
+        reference.write_bytes(candidate.read_bytes())
+    else:
+        reference.symlink_to(candidate)
+    rule = "{id: fp16, type: provider_parity, reference: model-fp32.onnx, max_disagreement: 0}"
+    verdict = evaluate(candidate, write_pets(tmp_path), _policy(tmp_path, rule), provider="cpu")
+    assert verdict.decision is Decision.ERROR and verdict.error is not None, verdict.to_dict()
+    assert verdict.error["type"] == "RequestError"
+    assert "reference model model-fp32.onnx is the candidate itself" in verdict.error["message"]

@@ -97,6 +97,7 @@ class ParityRun:
     max_prob_diff: float  # largest absolute difference of one class's probability
     examples: list[dict[str, Any]] = field(default_factory=list)
     unavailable: str | None = None  # why the comparison could not be made
+    reference_sha256: str | None = None  # the reference model's bytes, when one was compared
 
     @property
     def disagreement(self) -> float:
@@ -113,7 +114,7 @@ class ParityRun:
             "disagreement": self.disagreement,
             "max_prob_diff": self.max_prob_diff,
             "examples": self.examples,
-        }
+        } | ({} if self.reference_sha256 is None else {"reference_sha256": self.reference_sha256})
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ every class's probability (the largest absolute difference), probabilities read 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -19,7 +20,7 @@ import numpy.typing as npt
 from gate.datasets.input_cast import cast_for_model
 from gate.deployment.evidence import ParityRun
 from gate.engines.base import ModelInput
-from gate.errors import ModelError
+from gate.errors import ModelError, RequestError
 from gate.inference import LoadedModel, auto_batch_size, check_compatible, cuda_runs, load_model
 from gate.predictions import probabilities
 from gate.providers import CPU, CUDA, Provider
@@ -52,14 +53,22 @@ def compare_providers(model: ModelInput, ds: Dataset) -> ParityRun:
 
 
 def compare_reference(model: ModelInput, reference: ModelInput, ds: Dataset, *, provider: Provider) -> ParityRun:
-    """The candidate against ``reference`` (e.g. its FP32 source), both on ``provider``."""
+    """The candidate against ``reference`` (e.g. its FP32 source), both on ``provider``;
+    a reference with the candidate's own bytes (a copy, a link) is refused: a model always
+    agrees with itself, so such a comparison would pass whatever the candidate is."""
+    if reference.sha256 == model.sha256:
+        raise RequestError(
+            f"reference model {reference.source} is the candidate itself (the same SHA-256, {model.sha256}):"
+            " a model compared with itself always agrees; give the model the candidate was converted from"
+        )
     mine = _load(model, provider, ds)
     try:
         theirs = _load(reference, provider, ds)
     except ModelError as e:  # said of the reference, not of the candidate
         e.message = f"reference model {reference.source}: {e.message}"
         raise
-    return _compare(mine, theirs, ds, (f"candidate ({mine.provider})", f"reference {reference.source}"))
+    run = _compare(mine, theirs, ds, (f"candidate ({mine.provider})", f"reference {reference.source}"))
+    return replace(run, reference_sha256=reference.sha256)
 
 
 def _load(model: ModelInput, provider: Provider, ds: Dataset) -> LoadedModel:

@@ -57,6 +57,9 @@ def _dim(value: Any) -> Any:
         )
     if isinstance(value, int) and value < 0:
         raise PydanticCustomError("dim_type", "a dimension size must not be negative")
+    if isinstance(value, str) and not value.strip():
+        # an empty name would stand for any symbolic dimension without saying which
+        raise PydanticCustomError("dim_type", "a symbolic dimension needs a name (such as N), not an empty string")
     return value
 
 
@@ -219,6 +222,14 @@ class ModelContractRule(Rule):
         for domain, version in (self.opset_max or {}).items():
             if version < 1:
                 out.append(f"opset_max['{domain}']: {version} is not an opset version (versions start at 1)")
+        if self.opset_max is not None and {"", "ai.onnx"} <= self.opset_max.keys():
+            out.append("opset_max names the default domain twice ('' and 'ai.onnx' are one domain): keep one")
+        checked = [self.inputs, self.outputs, self.opset_max, self.max_size_mb]
+        if all(c is None for c in checked) and not (self.require_class_metadata or self.onnx_checker):
+            out.append(
+                "checks nothing: give `inputs`, `outputs`, `opset_max`, `max_size_mb`,"
+                " `require_class_metadata: true` or `onnx_checker: true`"
+            )
         return out
 
     def judge(self, model: ModelDescription, classes: Sequence[str] | None) -> RuleResult:
