@@ -8,8 +8,9 @@ is ever read; other versions, and files from before caches were versioned, are s
 ``prune`` removes them, and with ``older_than`` also the current entries not used for
 that long (an entry's modification time is the last time it was written or served).
 
-Pruning never follows a symbolic link (a link is removed as a link), never touches a
-directory that is not one of the caches, and leaves temporary files younger than an hour
+Pruning never follows a symbolic link (a link is removed as a link; a cache directory that
+is itself a link is skipped, named in the report, since its entries live elsewhere), never
+touches a directory that is not one of the caches, and leaves temporary files younger than an hour
 alone, since a running evaluation may be about to rename one into place. Removing an
 entry a running server is reading is safe: the reader keeps its open file, and the next
 evaluation rebuilds the entry.
@@ -89,6 +90,7 @@ class PruneReport:
     removed_versions: list[str] = field(default_factory=list)  # "cache/tag" of the stale versions dropped
     kept_entries: int = 0
     kept_bytes: int = 0
+    skipped_links: list[str] = field(default_factory=list)  # caches whose directory is a link: not entered
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -97,6 +99,11 @@ class PruneReport:
 def _check_root(root: Path) -> None:
     if not root.is_dir():
         raise RequestError(f"no cache directory at {root}")
+
+
+def _linked(directory: Path) -> bool:
+    """Whether a cache's directory is a symbolic link (its entries are elsewhere: never entered)."""
+    return directory.is_symlink()
 
 
 def _entries(directory: Path) -> list[os.DirEntry[str]]:
@@ -165,12 +172,15 @@ def prune(
     current = current_versions()
     report = PruneReport()
     for cache in CACHES:
+        if _linked(root / cache):
+            report.skipped_links.append(cache)
+            continue
         for entry in _entries(root / cache):
             if entry.is_dir(follow_symlinks=False) and entry.name == current[cache].tag:
                 _prune_current(Path(entry.path), older_than, clock, dry_run, report)
             elif entry.is_dir(follow_symlinks=False):
-                _drop_version(Path(entry.path), f"{cache}/{entry.name}", dry_run, report)
-            elif not entry.name.endswith(".tmp") or clock - _size_and_time(entry)[1] > TEMP_GRACE_S:
+                _drop_version(Path(entry.path), f"{cache}/{entry.name}", clock, dry_run, report)
+            elif not _young_temp(entry, clock):
                 _drop_file(entry, dry_run, report)
     return report
 
@@ -180,22 +190,33 @@ def _prune_current(directory: Path, older_than: float | None, clock: float, dry_
         if item.name == VERSION_FILE:
             continue
         size, mtime = _size_and_time(item)
-        stale_temp = item.name.endswith(".tmp") and clock - mtime > TEMP_GRACE_S
-        unused = older_than is not None and not item.name.endswith(".tmp") and clock - mtime > older_than
-        if stale_temp or unused:
+        temp = item.name.endswith(".tmp")
+        unused = older_than is not None and not temp and clock - mtime > older_than
+        if (temp and not _young_temp(item, clock)) or unused:
             _drop_file(item, dry_run, report)
         elif _is_entry(item):
             report.kept_entries += 1
             report.kept_bytes += size
 
 
-def _drop_version(directory: Path, name: str, dry_run: bool, report: PruneReport) -> None:
+def _young_temp(entry: os.DirEntry[str], clock: float) -> bool:
+    """A temporary file a write in progress may still rename into place."""
+    return entry.name.endswith(".tmp") and clock - _size_and_time(entry)[1] <= TEMP_GRACE_S
+
+
+def _drop_version(directory: Path, name: str, clock: float, dry_run: bool, report: PruneReport) -> None:
+    young_temp = False
     for item in _entries(directory):
         if item.is_dir(follow_symlinks=False):  # not written by gate: removed with the version
             if not dry_run:
                 shutil.rmtree(item.path, ignore_errors=True)
             continue
+        if _young_temp(item, clock):  # an older gate still running may be about to rename it
+            young_temp = True
+            continue
         _drop_file(item, dry_run, report, count=_is_entry(item))
+    if young_temp:
+        return  # the version goes with its last write, next time
     if not dry_run:
         try:
             directory.rmdir()

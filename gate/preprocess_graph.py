@@ -10,9 +10,9 @@ host's, in the host's order, in float32 (a cast, one division, one subtraction, 
 division per value), so the model's input is the same to the bit (tests/test_preprocess_graph.py
 checks it on the CPU provider).
 
-Building it needs the ``onnx`` package (``gate[cuda]``); without it, or for a model
-whose input is not float32 or whose opset predates these operators, there is no
-composed model and normalisation stays on the host.
+Building it uses the ``onnx`` package (a dependency of gate, imported here on first use);
+for a model whose input is not float32 or whose opset predates these operators there is
+no composed model and normalisation stays on the host.
 """
 
 from __future__ import annotations
@@ -44,12 +44,10 @@ def with_normalisation(model: bytes, preprocess: Preprocess, input_name: str) ->
     """``model`` (serialized ONNX) fed 8-bit pixels: the normalisation steps of
     ``preprocess`` become operators that produce its float32 input ``input_name``.
 
-    Raises :class:`NotComposable` when it cannot (no ``onnx``, another input type, an
-    opset older than 13)."""
-    try:
-        import onnx
-    except ImportError as e:
-        raise NotComposable("the onnx package is not installed (pip install 'gate[cuda]')") from e
+    Raises :class:`NotComposable` when it cannot (another input type, an opset older
+    than 13)."""
+    import onnx  # on first use: an evaluation that normalises on the host never loads it
+
     proto = onnx.load_model_from_string(model)
     graph = proto.graph
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)

@@ -239,7 +239,7 @@ def _judged_all(rules: list[RuleResult], *, kept: bool) -> None:
 
 def _recorded_waivers(doc: Mapping[str, Any]) -> list[Waiver]:
     model, dataset = (doc.get("model") or {}).get("sha256"), (doc.get("dataset") or {}).get("name")
-    return [
+    waivers = [
         Waiver(
             id=str(w.get("id")),
             model_sha256=str(model),
@@ -253,6 +253,22 @@ def _recorded_waivers(doc: Mapping[str, Any]) -> list[Waiver]:
         for w in doc.get("waivers") or ()
         if isinstance(w, Mapping)
     ]
+    for waiver in waivers:  # a time that cannot be read would stop the whole replay later
+        try:
+            parse_time(waiver.granted_at), parse_time(waiver.expires_at)
+        except ValueError:
+            raise NotReplayableError(f"its recorded waiver {waiver.id!r} has no valid grant or expiry time") from None
+    return waivers
+
+
+def _check_sections(doc: Mapping[str, Any]) -> None:
+    """NotReplayableError unless the sections a replay reads are objects and the model
+    has its SHA-256 (a recorded verdict of another form is this row's problem only)."""
+    for section in ("model", "dataset", "runtime", "metrics", "baseline", "train_sample"):
+        if doc.get(section) is not None and not isinstance(doc[section], Mapping):
+            raise NotReplayableError(f"its verdict's {section!r} is not an object")
+    if not isinstance((doc.get("model") or {}).get("sha256"), str):
+        raise NotReplayableError("its verdict names no model SHA-256")
 
 
 def _judged_at(doc: Mapping[str, Any]) -> dt.datetime:
@@ -275,6 +291,7 @@ def rejudge(doc: Mapping[str, Any], policy: Policy, *, tables: TableSource | Non
     evidence is not there."""
     if doc.get("verdict") not in (Decision.PASS.value, Decision.FAIL.value):
         raise NotReplayableError(f"it ended {doc.get('verdict') or 'without a verdict'}: no metrics were judged")
+    _check_sections(doc)
     classes = (doc.get("dataset") or {}).get("classes")
     metrics = recorded_metrics(doc.get("metrics"), list(classes) if classes else None)
     try:

@@ -245,3 +245,19 @@ def test_cache_info_and_prune_on_a_servers_data_dir(
     again = json.loads(out)
     assert code == 0 and again["runtime"]["cache"]["results"] == "miss"
     assert again["runtime"]["cache"]["versions"]["results"] == _tag("results")
+
+
+def test_prune_keeps_a_stale_version_while_it_has_a_young_temporary_file(tmp_path: Path) -> None:
+    """An older gate still running on the same directory may be about to rename its write:
+    the stale version goes once its temporary files are older than the grace period."""
+    stale = tmp_path / "c" / "results" / "v0-000000000000"
+    stale.mkdir(parents=True)
+    (stale / "done.npz").write_bytes(b"x" * 10)
+    young = stale / ".next.npz.abc.tmp"
+    young.write_bytes(b"t")
+    report = prune(tmp_path / "c")
+    assert young.exists() and not (stale / "done.npz").exists()
+    assert report.removed_entries == 1 and report.removed_versions == []
+    later = time.time() + 2 * 3600
+    report = prune(tmp_path / "c", now=later)
+    assert not stale.exists() and report.removed_versions == ["results/v0-000000000000"]

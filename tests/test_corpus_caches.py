@@ -22,6 +22,7 @@ def doc_expectations() -> dict[str, tuple[str, ...]]:
         "cache-other-decoder": ("`built`", "never served"),
         "cache-version-dir-is-a-file": ("0 PASS", "`miss`"),
         "cache-prune-link-out": ("0", "the link is removed", "its target is kept"),
+        "cache-prune-cache-dir-link": ("0", "skipped", "its target is kept"),
         "cache-prune-bad-age": ("2", "should be a number followed by s, m, h, d or w"),
         "cache-missing-dir": ("2", "no cache directory at"),
     }
@@ -58,6 +59,19 @@ def test_cache_prune_link_out(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert main(["cache", "prune", "--cache-dir", str(tmp_path / "c")]) == 0
     assert not stale.exists() and not (tmp_path / "c" / "tensors" / "dir-link").exists()
     assert (target / "keep.txt").read_text() == "keep"
+
+
+def test_cache_prune_cache_dir_link(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    target = tmp_path / "precious"
+    (target / "sub").mkdir(parents=True)
+    (target / "keep.txt").write_text("keep")
+    (target / "sub" / "keep.txt").write_text("keep")
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "results").symlink_to(target, target_is_directory=True)
+    assert main(["cache", "prune", "--cache-dir", str(tmp_path / "c"), "--older-than", "0s"]) == 0
+    assert "skipped results: its directory is a symbolic link" in capsys.readouterr().out
+    assert (target / "keep.txt").read_text() == "keep" and (target / "sub" / "keep.txt").read_text() == "keep"
+    assert (tmp_path / "c" / "results").is_symlink()
 
 
 def test_cache_prune_bad_age(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

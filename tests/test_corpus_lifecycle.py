@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,6 +96,24 @@ CASES = [
         2,
         "is not a verdict JSON document (gate.verdict/v1)",
     ),
+    Case(
+        "diff-verdict-metrics-not-an-object",
+        ("diff", "{dir}/verdict.json", "{dir}/metrics-list.json"),
+        2,
+        "metrics-list.json is not a verdict JSON document (gate.verdict/v1): 'metrics' is not an object",
+    ),
+    Case(
+        "diff-verdict-rule-without-id",
+        ("diff", "{dir}/verdict.json", "{dir}/rule-without-id.json"),
+        2,
+        "rule-without-id.json is not a verdict JSON document (gate.verdict/v1): 'rules' is not a list of objects",
+    ),
+    Case(
+        "diff-predictions-not-utf8",
+        ("diff", "{dir}/verdict.json", "{dir}/verdict.json", "--predictions-a", "{dir}/latin1.csv"),
+        2,
+        "latin1.csv is not a predictions CSV file: 'utf-8' codec can't decode",
+    ),
 ]
 
 
@@ -122,6 +141,7 @@ def test_lifecycle_corpus(
     (tmp_path / "quoted.yaml").write_text(
         "version: 1\nname: quoted\nrules:\n  - {id: a, type: metric, metric: accuracy, min: '0.9'}\n"
     )
+    _hand_edited_verdicts(tmp_path)
     values = {"server": s.address, "sha": sha, "data": str(s.root / "data"), "dir": str(tmp_path)}
     for case in CASES:
         code = main(_fill(case.argv, values))
@@ -130,3 +150,13 @@ def test_lifecycle_corpus(
         assert case.message in err, f"{case.id}: {err!r}"
         if case.status:
             assert case.status in err, f"{case.id}: {err!r}"
+
+
+def _hand_edited_verdicts(folder: Path) -> None:
+    """A verdict file, two hand-edited copies that `gate diff` cannot read, and a
+    predictions file saved in Latin-1."""
+    verdict = {"schema": "gate.verdict/v1", "verdict": "PASS", "metrics": {"accuracy": 0.9}, "rules": []}
+    (folder / "verdict.json").write_text(json.dumps(verdict))
+    (folder / "metrics-list.json").write_text(json.dumps({**verdict, "metrics": [0.9]}))
+    (folder / "rule-without-id.json").write_text(json.dumps({**verdict, "rules": [{"status": "fail"}]}))
+    (folder / "latin1.csv").write_bytes("sample_id,label,predicted\ncaf\u00e9.png,cat,cat\n".encode("latin-1"))

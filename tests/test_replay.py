@@ -269,3 +269,36 @@ def test_a_top_k_rule_is_judged_on_the_kept_predictions_table(
     assert main(argv) == 0
     (row,) = json.loads(capsys.readouterr().out)["evaluations"]
     assert row["new"] is None and "no longer kept" in row["reason"]
+
+
+def test_a_malformed_recorded_verdict_is_that_rows_problem_only() -> None:
+    """A recorded verdict of another form (a section that is not an object, no model
+    SHA-256, a waiver whose times cannot be read) is listed as not replayable; the
+    evaluations beside it are still judged."""
+    strict = parse_policy(
+        "version: 1\nname: s\nrules:\n  - {id: floor, type: metric, metric: accuracy, min: 0.95}\n", source="<t>"
+    )
+    waiver = {
+        "id": "w1",
+        "rule": "floor",
+        "reason": "x",
+        "granted_by": "ops",
+        "granted_at": "2030-12-31T00:00:00+00:00",
+    }
+    good = _stored_verdict()
+    records = [
+        _record("dataset-text", {**good, "dataset": "pets"}),
+        _record("no-model", {**good, "model": None}),
+        _record("waiver-expiry", {**good, "waivers": [{**waiver, "expires_at": "soon"}]}),
+        _record(
+            "waiver-grant",
+            {**good, "waivers": [{**waiver, "expires_at": "2031-01-02T00:00:00+00:00"} | {"granted_at": None}]},
+        ),
+        _record("fine", good),
+    ]
+    rows = {r.evaluation_id: r for r in replay_records(records, strict).rows}
+    assert rows["dataset-text"].reason == "its verdict's 'dataset' is not an object"
+    assert rows["no-model"].reason == "its verdict names no model SHA-256"
+    assert rows["waiver-expiry"].reason == "its recorded waiver 'w1' has no valid grant or expiry time"
+    assert rows["waiver-grant"].reason == "its recorded waiver 'w1' has no valid grant or expiry time"
+    assert rows["fine"].new == "FAIL" and rows["fine"].reason is None

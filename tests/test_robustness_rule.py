@@ -187,3 +187,26 @@ def test_reports_show_the_cells_and_the_failing_pictures(grey: Path, tmp_path: P
     for png in grey.parent.parent.rglob("*.png"):
         png.unlink()
     assert "pictures unavailable here (FileNotFoundError" in RENDERERS["html"](verdict)
+
+
+def test_a_drop_from_an_undefined_clean_value_fails(grey: Path, tmp_path: Path) -> None:
+    """A class the set has no image of: the model never answers it on clean images (its clean
+    precision is undefined) but does under noise. ``max_drop`` alone cannot measure a drop
+    from nothing, so the cell fails rather than passing unjudged."""
+    rows = ["path,label"] + [
+        f"{name}/{png.name},{name}"
+        for name in CLASSES
+        if name != "lighter"
+        for png in sorted((grey.parent.parent / "grey" / name).iterdir())
+    ]
+    (grey.parent.parent / "grey" / "list.csv").write_text("\n".join(rows) + "\n")
+    grey.write_text(f"name: grey\nsource: ../grey/list.csv\nclasses: [{', '.join(CLASSES)}]\n")
+    policy = write_policy(tmp_path / "p.yaml", metric="precision", min=None, max_drop=0.5)
+    verdict = evaluate(intensity_model(whole_image=False), grey, policy, provider="cpu")
+    assert verdict.decision is Decision.FAIL, (verdict.error, [r.message for r in verdict.rules])
+    assert (
+        verdict.rules[0].message == "gaussian_noise@3, lighter: precision 0.000 (0/11) drop undefined (clean undefined)"
+    )
+    # the pictures of the failing cell are images wrongly answered as the class
+    examples = verdict.rules[0].details["cells"]["gaussian_noise"]["3"]["examples"]
+    assert len(examples) == 3 and all(sid.startswith("light/") for sid in examples), examples

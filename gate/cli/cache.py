@@ -104,6 +104,8 @@ def run_prune(args: argparse.Namespace) -> int:
     )
     for name in report.removed_versions:
         print(f"  {name}")
+    for name in report.skipped_links:
+        print(f"skipped {name}: its directory is a symbolic link, which prune never follows")
     return 0
 
 

@@ -108,7 +108,24 @@ def _verdict_file(path: Path) -> dict[str, Any]:
         raise RequestError(f"{path} is not a verdict JSON document ({SCHEMA}): {e}") from None
     if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
         raise RequestError(f"{path} is not a verdict JSON document ({SCHEMA})")
+    problem = _shape_problem(doc)
+    if problem:
+        raise RequestError(f"{path} is not a verdict JSON document ({SCHEMA}): {problem}")
     return doc
+
+
+def _shape_problem(doc: dict[str, Any]) -> str | None:
+    """What in a (hand-edited) verdict file the diff could not read, or None."""
+    for name in ("model", "dataset", "policy", "metrics"):
+        if doc.get(name) is not None and not isinstance(doc[name], dict):
+            return f"{name!r} is not an object"
+    per_class = (doc.get("metrics") or {}).get("per_class") or {}
+    if not isinstance(per_class, dict) or not all(isinstance(v, dict) for v in per_class.values()):
+        return "'metrics.per_class' is not an object of objects"
+    rules = doc.get("rules") or []
+    if not isinstance(rules, list) or not all(isinstance(r, dict) and isinstance(r.get("id"), str) for r in rules):
+        return "'rules' is not a list of objects with an 'id'"
+    return None
 
 
 def _side(
@@ -126,7 +143,10 @@ def _side(
     else:
         raise RequestError(f"{which!r} is not a file; to compare evaluation ids give --server, --data-dir or --config")
     if predictions is not None:
-        found = outcomes_of_csv(predictions.read_bytes())
+        try:
+            found = outcomes_of_csv(predictions.read_bytes())
+        except (OSError, ValueError) as e:  # UnicodeDecodeError is a ValueError
+            raise RequestError(f"{predictions} is not a predictions CSV file: {e}") from None
     return doc, found
 
 
