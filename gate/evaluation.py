@@ -35,6 +35,7 @@ from gate.metrics import ClassificationMetrics
 from gate.policy import Policy, apply_policy, load_policy
 from gate.policy.context import NEEDS, BaselineRun, LeakageInputs, RuleContext, TrainSample
 from gate.policy.deployment_rules import deployment_problems
+from gate.policy.robustness_rules import RobustnessRule
 from gate.policy.slice_rules import slice_problems, verdict_slices
 from gate.predictions import PredictionTable, check_predictions_path, write_predictions
 from gate.providers import Engine, Provider
@@ -42,7 +43,6 @@ from gate.verdict import Decision, Verdict, decide
 
 if TYPE_CHECKING:
     from gate.leakage import Fingerprints
-    from gate.policy.base import Rule
 
 log = logging.getLogger(__name__)
 
@@ -157,12 +157,13 @@ def check_evidence(
     """Refuse, before any inference, a policy whose rules need evidence the request lacks
     (RequestError listing each rule); the service calls it before accepting an evaluation."""
     missing = []
+    images = ds.pixel_source is not None
     for rule in pol.rules:
         if rule.needs == "baseline" and not has_baseline:
             missing.append(f"rule '{rule.id}' ({rule.type}) needs {NEEDS['baseline']}")
         elif rule.needs == "fingerprint" and not has_fingerprint:
             missing.append(f"rule '{rule.id}' ({rule.type}) needs {NEEDS['fingerprint']}")
-        elif rule.needs == "robustness" and (why := _robustness_refusal(rule, ds, has_baseline=has_baseline)):
+        elif isinstance(rule, RobustnessRule) and (why := rule.refusal(images=images, has_baseline=has_baseline)):
             missing.append(f"rule '{rule.id}' ({rule.type}): {why}")
         elif rule.needs == "train_sample" and ds.train_sample is None:
             missing.append(
@@ -248,12 +249,6 @@ def _run(verdict: Verdict, dataset: Dataset | PathLike, policy: Policy | PathLik
         }
     elif inp.predictions_out is not None:
         _export(run.table, inp.predictions_out)
-
-
-def _robustness_refusal(rule: Rule, ds: Dataset, *, has_baseline: bool) -> str | None:
-    from gate.corruptions.evidence import robustness_refusal
-
-    return robustness_refusal(rule, ds, has_baseline)
 
 
 def _corrupted_runner(req: _Request) -> Callable[[ModelInput, Dataset], PredictionTable]:

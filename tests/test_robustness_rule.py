@@ -135,13 +135,18 @@ def test_the_same_seed_gives_the_same_verdict_and_another_seed_other_pixels(grey
 
 def test_same_model_as_champion_gives_relative_mce_of_exactly_one(grey: Path, tmp_path: Path) -> None:
     policy = write_policy(
-        tmp_path / "p.yaml", corruptions=["gaussian_noise", "contrast"], severities=[1, 3], relative_to_baseline=1.0
+        tmp_path / "p.yaml",
+        corruptions=["gaussian_noise", "contrast"],
+        severities=[1, 3],
+        relative_to_baseline=1.0,
+        min=0.0,  # only the comparison with the champion is judged
     )
     model = intensity_model(whole_image=False)
     verdict = evaluate(model, grey, policy, provider="cpu", baseline=model)
     summary = verdict.metrics["robustness_summary"]
     assert summary["mce"] == 1.0 and summary["relative_mce"] == 1.0
-    assert "mCE 1.000 <= 1 × the champion's" in verdict.rules[0].message or verdict.decision is Decision.FAIL
+    assert verdict.decision is Decision.PASS, verdict.rules[0].message
+    assert "mCE 1.000 <= 1 × the champion's" in verdict.rules[0].message
     assert verdict.rules[0].details["mce"] == 1.0
 
 
@@ -187,3 +192,26 @@ def test_reports_show_the_cells_and_the_failing_pictures(grey: Path, tmp_path: P
     for png in grey.parent.parent.rglob("*.png"):
         png.unlink()
     assert "pictures unavailable here (FileNotFoundError" in RENDERERS["html"](verdict)
+
+
+def test_a_drop_from_an_undefined_clean_value_fails(grey: Path, tmp_path: Path) -> None:
+    """A class the set has no image of: the model never answers it on clean images (its clean
+    precision is undefined) but does under noise. ``max_drop`` alone cannot measure a drop
+    from nothing, so the cell fails rather than passing unjudged."""
+    rows = ["path,label"] + [
+        f"{name}/{png.name},{name}"
+        for name in CLASSES
+        if name != "lighter"
+        for png in sorted((grey.parent.parent / "grey" / name).iterdir())
+    ]
+    (grey.parent.parent / "grey" / "list.csv").write_text("\n".join(rows) + "\n")
+    grey.write_text(f"name: grey\nsource: ../grey/list.csv\nclasses: [{', '.join(CLASSES)}]\n")
+    policy = write_policy(tmp_path / "p.yaml", metric="precision", min=None, max_drop=0.5)
+    verdict = evaluate(intensity_model(whole_image=False), grey, policy, provider="cpu")
+    assert verdict.decision is Decision.FAIL, (verdict.error, [r.message for r in verdict.rules])
+    assert (
+        verdict.rules[0].message == "gaussian_noise@3, lighter: precision 0.000 (0/11) drop undefined (clean undefined)"
+    )
+    # the pictures of the failing cell are images wrongly answered as the class
+    examples = verdict.rules[0].details["cells"]["gaussian_noise"]["3"]["examples"]
+    assert len(examples) == 3 and all(sid.startswith("light/") for sid in examples), examples

@@ -86,9 +86,17 @@ def _show(waivers: list[dict[str, Any]], fmt: str, *, one: bool = False) -> None
         sys.stdout.write("\n".join(waiver_rows(waivers)) + "\n")
 
 
-def _call(args: argparse.Namespace, method: str, request: Any) -> Any:
-    with open_client(args, args.server, 60) as client:
-        return client.call(method, request)
+def _answer(args: argparse.Namespace, command: str, method: str, request: Any, *, listed: bool = False) -> int:
+    """Send ``request`` to the server and print the waiver it answers with (``listed``: the
+    ListWaiversResponse's waivers)."""
+    try:
+        with open_client(args, args.server, 60) as client:
+            reply = client.call(method, request)
+    except GateError as e:
+        print(f"gate {command}: {e.message}", file=sys.stderr)
+        return EXIT_ERROR
+    _show([waiver_dict(w) for w in reply.waivers] if listed else [waiver_dict(reply)], args.format, one=not listed)
+    return 0
 
 
 def run_waive(args: argparse.Namespace) -> int:
@@ -97,36 +105,18 @@ def run_waive(args: argparse.Namespace) -> int:
     request = pb.WaiveRequest(
         model_sha256=args.model, dataset=args.dataset, rule_id=args.rule, reason=args.reason, expires=args.expires
     )
-    try:
-        granted = waiver_dict(_call(args, "Waive", request))
-    except GateError as e:
-        print(f"gate waive: {e.message}", file=sys.stderr)
-        return EXIT_ERROR
-    _show([granted], args.format, one=True)
-    return 0
+    return _answer(args, "waive", "Waive", request)
 
 
 def run_list(args: argparse.Namespace) -> int:
     from gate._proto.gate.v1 import gate_pb2 as pb
 
-    try:
-        reply = _call(args, "ListWaivers", pb.ListWaiversRequest(model_sha256=args.model, dataset=args.dataset))
-    except GateError as e:
-        print(f"gate waivers list: {e.message}", file=sys.stderr)
-        return EXIT_ERROR
-    _show([waiver_dict(w) for w in reply.waivers], args.format)
-    return 0
+    request = pb.ListWaiversRequest(model_sha256=args.model, dataset=args.dataset)
+    return _answer(args, "waivers list", "ListWaivers", request, listed=True)
 
 
 def run_revoke(args: argparse.Namespace) -> int:
     from gate._proto.gate.v1 import gate_pb2 as pb
 
-    try:
-        revoked = waiver_dict(
-            _call(args, "RevokeWaiver", pb.RevokeWaiverRequest(waiver_id=args.waiver_id, reason=args.reason))
-        )
-    except GateError as e:
-        print(f"gate waivers revoke: {e.message}", file=sys.stderr)
-        return EXIT_ERROR
-    _show([revoked], args.format, one=True)
-    return 0
+    request = pb.RevokeWaiverRequest(waiver_id=args.waiver_id, reason=args.reason)
+    return _answer(args, "waivers revoke", "RevokeWaiver", request)

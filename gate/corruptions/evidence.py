@@ -22,7 +22,6 @@ import numpy as np
 from gate.corruptions.suite import Cell, Suite, corrupted_view
 from gate.datasets import Dataset
 from gate.policy import Policy
-from gate.policy.base import Rule
 from gate.policy.context import RobustnessRun, RuleContext
 from gate.policy.robustness_rules import RobustnessRule, mean_corruption_error, top1_error
 from gate.predictions import PredictionTable
@@ -110,13 +109,6 @@ def robustness_metrics(runs: dict[int, RobustnessRun]) -> dict[str, Any]:
     if len(runs) > 1:
         summary["other_seeds"] = sorted(runs)[1:]
     return {"robustness": section, "robustness_summary": summary}
-
-
-def robustness_refusal(rule: Rule, ds: Dataset, has_baseline: bool) -> str | None:
-    """Why ``ds`` and the request cannot feed a robustness rule, before any inference."""
-    if not isinstance(rule, RobustnessRule):
-        return None
-    return rule.refusal(images=ds.pixel_source is not None, has_baseline=has_baseline)
 
 
 def robustness_step(

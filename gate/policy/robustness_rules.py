@@ -189,7 +189,9 @@ class RobustnessRule(Rule):
                 v, f = fmt_vs(seen, self.min)
                 bound = "" if lower is None else f"{self.confidence:.0%} lower bound {v} "
                 broken.append(f"{bound}{'<' if higher else '>'} {f}" if bound else f"{'<' if higher else '>'} {f}")
-        if self.max_drop is not None and clean is not None:
+        if self.max_drop is not None and clean is None:
+            broken.append("drop undefined")  # no clean value to measure it from: never a pass
+        elif self.max_drop is not None and clean is not None:
             drop = clean - value if higher else value - clean
             if not at_most(drop, self.max_drop):
                 d, m = fmt_vs(drop, self.max_drop)
@@ -311,10 +313,11 @@ EXAMPLES = 3
 
 
 def _examples(table: PredictionTable, failing: list[str]) -> list[str]:
-    """The first few samples of the failing classes (of any class for a global metric)
-    that the model gets wrong in this cell."""
+    """The first few samples the model gets wrong in this cell that belong to a failing
+    class or were answered as one (a precision fails on the latter), of any class for a
+    global metric."""
     wrong = ~table.correct
     if failing and set(failing) <= set(table.classes):
         wanted = [table.classes.index(name) for name in failing]
-        wrong &= np.isin(table.label, wanted)
+        wrong &= np.isin(table.label, wanted) | np.isin(table.predicted, wanted)
     return [str(sid) for sid in table.sample_id[wrong][:EXAMPLES]]
