@@ -10,7 +10,8 @@ that long (an entry's modification time is the last time it was written or serve
 
 Pruning never follows a symbolic link (a link is removed as a link; a cache directory that
 is itself a link is skipped, named in the report, since its entries live elsewhere), never
-touches a directory that is not one of the caches, and leaves temporary files younger than an hour
+touches a directory that is not one of the caches nor, inside one, a directory whose name
+is not a version's tag, and leaves temporary files younger than an hour
 alone, since a running evaluation may be about to rename one into place. Removing an
 entry a running server is reading is safe: the reader keeps its open file, and the next
 evaluation rebuilds the entry.
@@ -27,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gate.cache_version import VERSION_FILE, CacheVersion
+from gate.cache_version import TAG, VERSION_FILE, CacheVersion
 from gate.errors import RequestError
 
 __all__ = ["CACHES", "PruneReport", "VersionUsage", "current_versions", "inspect", "parse_age", "prune"]
@@ -178,8 +179,10 @@ def prune(
         for entry in _entries(root / cache):
             if entry.is_dir(follow_symlinks=False) and entry.name == current[cache].tag:
                 _prune_current(Path(entry.path), older_than, clock, dry_run, report)
-            elif entry.is_dir(follow_symlinks=False):
+            elif entry.is_dir(follow_symlinks=False) and TAG.match(entry.name):
                 _drop_version(Path(entry.path), f"{cache}/{entry.name}", clock, dry_run, report)
+            elif entry.is_dir(follow_symlinks=False):
+                continue  # not a version gate made (a wrong --cache-dir's own folder): never removed
             elif not _young_temp(entry, clock):
                 _drop_file(entry, dry_run, report)
     return report

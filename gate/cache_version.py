@@ -37,11 +37,13 @@ from gate.atomic import atomic_write
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EPOCH_VARIABLE", "VERSION_FILE", "CacheVersion", "cache_version", "pillow_version"]
+__all__ = ["EPOCH_VARIABLE", "TAG", "VERSION_FILE", "CacheVersion", "cache_version", "pillow_version"]
 
 EPOCH_VARIABLE = "GATE_CACHE_EPOCH"
 VERSION_FILE = "VERSION.json"
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+#: What a version directory's name looks like (see :func:`cache_version`).
+TAG = re.compile(r"^[A-Za-z0-9._-]+-[0-9a-f]{12}$")
 
 
 def pillow_version() -> str:

@@ -77,7 +77,7 @@ def _steps(preprocess: Preprocess, output: str, batch: int | str) -> tuple[list[
     widen to float32, / scale, - mean, / std."""
     from onnx import TensorProto, helper
 
-    channels = 1 if preprocess.channels == "L" else 3
+    channels = preprocess.num_channels
     nchw = preprocess.layout == "NCHW"
     pixels = helper.make_tensor_value_info(PIXELS_INPUT, TensorProto.UINT8, [batch, "H", "W", channels])
     per_channel = [1, channels, 1, 1] if nchw else [1, 1, 1, channels]
@@ -113,4 +113,5 @@ def _steps(preprocess: Preprocess, output: str, batch: int | str) -> tuple[list[
 
 
 def _per_channel(values: list[float], channels: int) -> list[float]:
-    return [float(v) for v in values] * (channels // len(values)) if len(values) != channels else list(values)
+    """One value per channel (the spec gives one for all, or one each)."""
+    return [float(v) for v in values] * (channels // len(values))

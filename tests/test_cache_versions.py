@@ -83,9 +83,7 @@ def test_another_cache_version_misses_everywhere_and_the_verdict_says_so(
     assert {p.parts[0] for p in filled} == {"tensors", "results", "hashes", "digests"}
     assert cold["runtime"]["cache"]["results"] == "miss" and cold["runtime"]["cache"]["tensors"] == "built"
     # every cache this evaluation used (the corrupted-pixel cache serves robustness rules only)
-    assert cold["runtime"]["cache"]["versions"] == {
-        n: v.tag for n, v in current_versions().items() if n != "corrupted"
-    }
+    assert cold["runtime"]["cache"]["versions"] == {n: v.tag for n, v in current_versions().items() if n != "corrupted"}
 
     # the same code again: every cache is served, nothing new is written
     warm = _gate(tmp_path, spec, prints)

@@ -11,6 +11,7 @@ import pytest
 import gate.datasets.cache
 from gate.cache import Caches
 from gate.cache_admin import current_versions
+from gate.cache_version import TAG
 from gate.cli import main
 from gate.evaluation import evaluate
 from tests.test_cache_versions import PLAIN, _images, _model
@@ -23,6 +24,7 @@ def doc_expectations() -> dict[str, tuple[str, ...]]:
         "cache-version-dir-is-a-file": ("0 PASS", "`miss`"),
         "cache-prune-link-out": ("0", "the link is removed", "its target is kept"),
         "cache-prune-cache-dir-link": ("0", "skipped", "its target is kept"),
+        "cache-prune-foreign-dir": ("0", "kept", "never removed"),
         "cache-prune-bad-age": ("2", "should be a number followed by s, m, h, d or w"),
         "cache-missing-dir": ("2", "no cache directory at"),
     }
@@ -72,6 +74,15 @@ def test_cache_prune_cache_dir_link(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "skipped results: its directory is a symbolic link" in capsys.readouterr().out
     assert (target / "keep.txt").read_text() == "keep" and (target / "sub" / "keep.txt").read_text() == "keep"
     assert (tmp_path / "c" / "results").is_symlink()
+
+
+def test_cache_prune_foreign_dir(tmp_path: Path) -> None:
+    project = tmp_path / "project"  # a wrong --cache-dir: a folder with a `results` folder of its own
+    (project / "results" / "run1").mkdir(parents=True)
+    (project / "results" / "run1" / "metrics.csv").write_text("acc\n0.9\n")
+    assert main(["cache", "prune", "--cache-dir", str(project)]) == 0
+    assert (project / "results" / "run1" / "metrics.csv").read_text() == "acc\n0.9\n"
+    assert all(TAG.match(version.tag) for version in current_versions().values())  # what prune does remove
 
 
 def test_cache_prune_bad_age(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

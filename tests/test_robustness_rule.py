@@ -135,13 +135,18 @@ def test_the_same_seed_gives_the_same_verdict_and_another_seed_other_pixels(grey
 
 def test_same_model_as_champion_gives_relative_mce_of_exactly_one(grey: Path, tmp_path: Path) -> None:
     policy = write_policy(
-        tmp_path / "p.yaml", corruptions=["gaussian_noise", "contrast"], severities=[1, 3], relative_to_baseline=1.0
+        tmp_path / "p.yaml",
+        corruptions=["gaussian_noise", "contrast"],
+        severities=[1, 3],
+        relative_to_baseline=1.0,
+        min=0.0,  # only the comparison with the champion is judged
     )
     model = intensity_model(whole_image=False)
     verdict = evaluate(model, grey, policy, provider="cpu", baseline=model)
     summary = verdict.metrics["robustness_summary"]
     assert summary["mce"] == 1.0 and summary["relative_mce"] == 1.0
-    assert "mCE 1.000 <= 1 × the champion's" in verdict.rules[0].message or verdict.decision is Decision.FAIL
+    assert verdict.decision is Decision.PASS, verdict.rules[0].message
+    assert "mCE 1.000 <= 1 × the champion's" in verdict.rules[0].message
     assert verdict.rules[0].details["mce"] == 1.0
 
 

@@ -203,6 +203,21 @@ def test_gate_check_judges_the_registered_sets_metadata(
     assert spec.stem in listed
     columns = {c.name: [(v.value, v.count) for v in c.values] for c in listed["cameras"].metadata}
     assert columns == {"camera": [("a", 150), ("c", 150), ("b", 90)]}  # most common first
+    assert [c.distinct_values for c in listed["cameras"].metadata] == [3]
+
+
+def test_list_datasets_lists_at_most_200_values_of_a_column(serve: Callable[..., Served], tmp_path: Path) -> None:
+    """A column of per-sample ids must not make ListDatasets grow with the set."""
+    root = tmp_path / "ids"
+    root.mkdir()
+    # 500 samples, each its own id but for 3 that share one: 498 distinct values
+    ids = [f"id-{i:03d}" for i in range(497)] + ["shared"] * 3
+    _npz_set(root, "index,sample\n" + "".join(f"{i},{v}\n" for i, v in enumerate(ids)), cm=[[250, 0], [0, 250]])
+    (root / "ids.yaml").write_text("name: ids\nsource: set.npz\nmetadata: meta.csv\n")
+    s = serve(datasets=[str(root)])
+    [column] = {d.name: d for d in s.client().list_datasets()}["ids"].metadata
+    assert column.distinct_values == 498 and len(column.values) == 200
+    assert (column.values[0].value, column.values[0].count) == ("shared", 3)  # most common first
 
 
 # -- sidecars, missing values, bins ------------------------------------------------------------

@@ -71,3 +71,21 @@ def test_a_verdict_without_metadata_has_no_slices_section(tmp_path: Path) -> Non
     verdict = evaluate(inputs.model, inputs.dataset, DEFAULT_POLICY, provider="cpu")
     assert verdict.metrics is not None and "slices" not in verdict.metrics
     assert "Slices" not in render_markdown(verdict) and "Slices" not in render_html(verdict)
+
+
+def test_a_failed_cell_is_marked_when_its_value_and_class_hold_commas() -> None:
+    from gate.report.slices import failed_cells
+    from gate.verdict import ClassCheck, Decision, RuleResult, Severity, Status
+
+    entry = {"support": 2, "accuracy": 0.5, "balanced_accuracy": 0.5, "per_class": {}}
+    metrics = {
+        "per_class": {"cat, big": {}, "dog": {}},
+        "slices": {"columns": {"camera": {"Canon, EOS=5": entry, "x": entry}}, "weakest": []},
+    }
+    failed = ClassCheck("camera=Canon, EOS=5, cat, big", Status.FAIL, 0.0, 0.5, 0, 1, "short")
+    passed = ClassCheck("camera=x, dog", Status.PASS, 1.0, 0.5, 1, 1, "fine")
+    rule = RuleResult(
+        "r", "per_slice", Status.FAIL, Severity.BLOCK, "short", classes=(failed, passed), details={"slice": "camera"}
+    )
+    verdict = Verdict(decision=Decision.FAIL, metrics=metrics, rules=[rule])
+    assert failed_cells(verdict) == {("camera", "Canon, EOS=5", "cat, big")}

@@ -25,16 +25,22 @@ def _section(v: Verdict) -> dict[str, Any]:
 
 
 def failed_cells(v: Verdict) -> set[tuple[str, str, str]]:
-    """(column, value, class or "") of every cell a single-column ``per_slice`` rule failed."""
+    """(column, value, class or "") of every cell a single-column ``per_slice`` rule failed.
+
+    A cell's name is looked up among the names the rule gives (``camera=b`` or
+    ``camera=b, otter``), not split apart: a value or class may itself hold ", " or "="."""
+    columns = _section(v).get("columns") or {}
+    classes = _classes(v)
     out = set()
     for rule in v.rules:
         column = rule.details.get("slice")
         if rule.type != "per_slice" or not isinstance(column, str) or " x " in column:
             continue
-        for cell in rule.classes:
-            if cell.status is Status.FAIL:
-                where, _, cls = cell.name.partition(", ")
-                out.add((column, where.partition("=")[2], cls))
+        names = {}
+        for value in columns.get(column) or {}:
+            names[f"{column}={value}"] = (column, value, "")
+            names |= {f"{column}={value}, {c}": (column, value, c) for c in classes}
+        out |= {names[cell.name] for cell in rule.classes if cell.status is Status.FAIL and cell.name in names}
     return out
 
 

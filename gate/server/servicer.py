@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import itertools
 import logging
 import threading
 from collections.abc import Iterator
@@ -40,6 +41,9 @@ log = logging.getLogger(__name__)
 
 #: Pieces of a predictions file sent at once: far below any message limit.
 PREDICTIONS_CHUNK_BYTES = 1 << 20
+#: The most common values ListDatasets lists per metadata column (a column of per-sample
+#: ids must not make the reply grow with the set); distinct_values counts them all.
+MAX_LISTED_VALUES = 200
 
 
 class GateServicer(pb_grpc.GateServiceServicer):  # type: ignore[misc,unused-ignore]
@@ -295,7 +299,12 @@ class GateServicer(pb_grpc.GateServiceServicer):  # type: ignore[misc,unused-ign
                     support=support,
                     metadata=[
                         pb.MetadataColumn(
-                            name=column, values=[pb.MetadataValue(value=v, count=n) for v, n in counts.items()]
+                            name=column,
+                            values=[
+                                pb.MetadataValue(value=v, count=n)
+                                for v, n in itertools.islice(counts.items(), MAX_LISTED_VALUES)
+                            ],
+                            distinct_values=len(counts),
                         )
                         for column, counts in column_counts(metadata_columns(ds.metadata)).items()
                     ],

@@ -385,12 +385,14 @@ class DatasetEntry(_message.Message):
     def __init__(self, name: _Optional[str] = ..., sha256: _Optional[str] = ..., samples: _Optional[int] = ..., classes: _Optional[_Iterable[str]] = ..., description: _Optional[str] = ..., support: _Optional[_Iterable[int]] = ..., metadata: _Optional[_Iterable[_Union[MetadataColumn, _Mapping]]] = ...) -> None: ...
 
 class MetadataColumn(_message.Message):
-    __slots__ = ("name", "values")
+    __slots__ = ("name", "values", "distinct_values")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VALUES_FIELD_NUMBER: _ClassVar[int]
+    DISTINCT_VALUES_FIELD_NUMBER: _ClassVar[int]
     name: str
     values: _containers.RepeatedCompositeFieldContainer[MetadataValue]
-    def __init__(self, name: _Optional[str] = ..., values: _Optional[_Iterable[_Union[MetadataValue, _Mapping]]] = ...) -> None: ...
+    distinct_values: int
+    def __init__(self, name: _Optional[str] = ..., values: _Optional[_Iterable[_Union[MetadataValue, _Mapping]]] = ..., distinct_values: _Optional[int] = ...) -> None: ...
 
 class MetadataValue(_message.Message):
     __slots__ = ("value", "count")
