@@ -531,8 +531,20 @@ def _policy_case(draw: st.DrawFn) -> tuple[list[str], str, np.ndarray]:
         "name": draw(_names),
         "rules": rules,
     }
-    text = yaml.safe_dump(doc, default_flow_style=draw(st.sampled_from([False, None])), allow_unicode=True)
+    text = yaml.dump(
+        doc, Dumper=_Gate12Dumper, default_flow_style=draw(st.sampled_from([False, None])), allow_unicode=True
+    )
     return classes, text, draw(_confusion(k))
+
+
+class _Gate12Dumper(yaml.SafeDumper):
+    """PyYAML's dumper, quoting what gate's loader reads as a number although YAML 1.1
+    does not (`1e-6`, `0E0`): a class named so must be quoted in a policy."""
+
+
+_Gate12Dumper.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789")
+)
 
 
 def _value(cm: np.ndarray, i: int, metric: str) -> float | None:
